@@ -1,0 +1,98 @@
+//! The one door to an engine. A [`Backend`] takes a domain request and a cancellation
+//! token and returns a stream of domain events; each implementation speaks to one kind
+//! of engine. Adding an engine touches no other stage: implement the trait and add a
+//! `BackendKind` arm in [`build`].
+
+mod ollama;
+mod openai;
+mod upstream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BackendConfig, BackendKind, Config, ModelConfig};
+use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
+use crate::error::BackendError;
+
+/// Where a logical model runs: which backend, under which name, with which options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub backend: String,
+    pub upstream_model: String,
+    /// Ollama `keep_alive`.
+    pub keep_alive: Option<String>,
+    /// Engine options (Ollama `options`, or extra body fields for OpenAI-compatible servers).
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Deployment {
+    pub fn from_model(model: &ModelConfig) -> Self {
+        Deployment {
+            backend: model.backend.clone(),
+            upstream_model: model.upstream_name().to_owned(),
+            keep_alive: model.keep_alive.clone(),
+            options: model.options.clone(),
+        }
+    }
+}
+
+/// An inference engine.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The backend's configured name (for errors, logs and metric labels).
+    fn name(&self) -> &str;
+
+    /// Start a generation. Dropping the returned stream, or cancelling `cancel`,
+    /// stops the work behind it.
+    async fn chat(
+        &self,
+        request: ChatRequest,
+        deployment: &Deployment,
+        cancel: CancellationToken,
+    ) -> Result<EventStream, BackendError>;
+
+    /// Embed texts; backends without embeddings answer `InvalidRequest`.
+    async fn embed(
+        &self,
+        request: EmbedRequest,
+        deployment: &Deployment,
+    ) -> Result<EmbedResponse, BackendError>;
+
+    /// Is the engine reachable and serving?
+    async fn ready(&self) -> Result<(), BackendError>;
+}
+
+/// All configured backends by name.
+#[derive(Clone, Default)]
+pub struct Backends {
+    by_name: HashMap<String, Arc<dyn Backend>>,
+}
+
+impl Backends {
+    /// Build every backend in the config.
+    pub fn from_config(config: &Config) -> Result<Self, BackendError> {
+        let mut by_name = HashMap::new();
+        for (name, cfg) in &config.backends {
+            by_name.insert(name.clone(), build(name, cfg)?);
+        }
+        Ok(Backends { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn Backend>)> {
+        self.by_name.iter()
+    }
+}
+
+fn build(name: &str, cfg: &BackendConfig) -> Result<Arc<dyn Backend>, BackendError> {
+    Ok(match cfg.kind {
+        BackendKind::Openai => Arc::new(openai::OpenAiBackend::new(name, cfg)?),
+        BackendKind::Ollama => Arc::new(ollama::OllamaBackend::new(name, cfg)?),
+    })
+}

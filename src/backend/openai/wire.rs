@@ -1,0 +1,400 @@
+//! OpenAI wire format as the `openai` backend sends and reads it: domain request →
+//! request JSON, SSE `chat.completion.chunk` events → domain events. Parsing is lenient
+//! (fields some compatible servers omit are optional) so vLLM and llama.cpp both work.
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::backend::Deployment;
+use crate::domain::{
+    ChatRequest, ContentPart, EmbedRequest, EmbedResponse, Event, FinishReason, Message,
+    ResponseFormat, Role, ToolChoice, Usage,
+};
+use crate::error::BackendError;
+
+/// The upstream request body (always streaming, usage included).
+pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), dep.upstream_model.clone().into());
+    body.insert(
+        "messages".into(),
+        req.messages.iter().map(message).collect::<Vec<_>>().into(),
+    );
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut f = json!({ "name": t.name, "parameters": t.parameters });
+                if let Some(d) = &t.description {
+                    f["description"] = d.clone().into();
+                }
+                if let Some(s) = t.strict {
+                    f["strict"] = s.into();
+                }
+                json!({ "type": "function", "function": f })
+            })
+            .collect();
+        body.insert("tools".into(), tools.into());
+    }
+    if let Some(choice) = &req.tool_choice {
+        let v = match choice {
+            ToolChoice::None => json!("none"),
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Function(name) => json!({"type": "function", "function": {"name": name}}),
+        };
+        body.insert("tool_choice".into(), v);
+    }
+    if let Some(p) = req.parallel_tool_calls {
+        body.insert("parallel_tool_calls".into(), p.into());
+    }
+    if let Some(format) = &req.response_format {
+        let v = match format {
+            ResponseFormat::Text => json!({"type": "text"}),
+            ResponseFormat::JsonObject => json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                let mut s = json!({"name": name, "schema": schema});
+                if let Some(strict) = strict {
+                    s["strict"] = (*strict).into();
+                }
+                json!({"type": "json_schema", "json_schema": s})
+            }
+        };
+        body.insert("response_format".into(), v);
+    }
+    let s = &req.sampling;
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(k.into(), v);
+        }
+    };
+    put("temperature", s.temperature.map(Value::from));
+    put("top_p", s.top_p.map(Value::from));
+    put("max_tokens", s.max_tokens.map(Value::from));
+    put("seed", s.seed.map(Value::from));
+    put("presence_penalty", s.presence_penalty.map(Value::from));
+    put("frequency_penalty", s.frequency_penalty.map(Value::from));
+    put("user", req.user.clone().map(Value::from));
+    if !s.stop.is_empty() {
+        body.insert("stop".into(), s.stop.clone().into());
+    }
+    // Deployment options (e.g. vLLM's `top_k`) go in as extra body fields.
+    for (k, v) in &dep.options {
+        body.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    body.insert("stream".into(), true.into());
+    body.insert("stream_options".into(), json!({"include_usage": true}));
+    Value::Object(body)
+}
+
+fn message(m: &Message) -> Value {
+    let role = match m.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let only_text = m
+        .content
+        .iter()
+        .all(|p| matches!(p, ContentPart::Text { .. }));
+    let content = if only_text {
+        if m.content.is_empty() && !m.tool_calls.is_empty() {
+            Value::Null
+        } else {
+            m.text_content().into()
+        }
+    } else {
+        m.content
+            .iter()
+            .map(|p| match p {
+                ContentPart::Text { text } => json!({"type": "text", "text": text}),
+                ContentPart::Image { url } => json!({"type": "image_url", "image_url": {"url": url}}),
+            })
+            .collect::<Vec<_>>()
+            .into()
+    };
+    let mut v = json!({ "role": role, "content": content });
+    if !m.tool_calls.is_empty() {
+        v["tool_calls"] = m
+            .tool_calls
+            .iter()
+            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect::<Vec<_>>()
+            .into();
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = id.clone().into();
+    }
+    if let Some(name) = &m.name {
+        v["name"] = name.clone().into();
+    }
+    v
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ChunkToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkToolCall {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<ChunkFunction>,
+}
+
+#[derive(Deserialize)]
+struct ChunkFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+}
+
+fn finish_reason(s: &str) -> FinishReason {
+    match s {
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// Parser state across SSE events.
+struct State {
+    backend: String,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl State {
+    /// Events for one SSE `data:` payload.
+    fn on_data(&mut self, data: &str) -> Result<Vec<Event>, BackendError> {
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(self.finish_event().into_iter().collect());
+        }
+        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+            BackendError::Protocol(format!(
+                "backend `{}` sent an unreadable stream chunk: {e}",
+                self.backend
+            ))
+        })?;
+        if let Some(err) = chunk.error {
+            return Err(BackendError::Upstream {
+                backend: self.backend.clone(),
+                status: 502,
+                message: super::upstream::error_message(json!({ "error": err }).to_string().as_bytes()),
+            });
+        }
+        let mut out = Vec::new();
+        for choice in chunk.choices {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                out.push(Event::Delta(text));
+            }
+            for (pos, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                let function = call.function.unwrap_or(ChunkFunction {
+                    name: None,
+                    arguments: None,
+                });
+                out.push(Event::ToolCall {
+                    index: call.index.unwrap_or(pos as u32),
+                    id: call.id,
+                    name: function.name,
+                    arguments: function.arguments.unwrap_or_default(),
+                });
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(finish_reason(&reason));
+            }
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some(Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+            });
+        }
+        Ok(out)
+    }
+
+    fn finish_event(&mut self) -> Option<Event> {
+        self.finish.take().map(|reason| Event::Finish {
+            reason,
+            usage: self.usage.take(),
+        })
+    }
+}
+
+/// Domain events from an upstream SSE body. A stream that ends after a finish reason but
+/// without `[DONE]` still finishes; one that ends before any finish reason is an error.
+pub fn events(
+    backend: String,
+    bytes: impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static,
+) -> impl Stream<Item = Result<Event, BackendError>> + Send + 'static {
+    let state = State {
+        backend,
+        finish: None,
+        usage: None,
+        done: false,
+    };
+    let sse = Box::pin(bytes.eventsource());
+    futures::stream::unfold((sse, state, false), |(mut sse, mut state, ended)| async move {
+        if ended || state.done {
+            return None;
+        }
+        loop {
+            match sse.next().await {
+                Some(Ok(event)) => match state.on_data(&event.data) {
+                    Ok(events) if events.is_empty() && !state.done => continue,
+                    Ok(events) => {
+                        let items: Vec<_> = events.into_iter().map(Ok).collect();
+                        return Some((futures::stream::iter(items), (sse, state, false)));
+                    }
+                    Err(e) => return Some((futures::stream::iter(vec![Err(e)]), (sse, state, true))),
+                },
+                Some(Err(e)) => {
+                    let err = match e {
+                        eventsource_stream::EventStreamError::Transport(e) => e,
+                        other => BackendError::Protocol(format!("bad SSE from upstream: {other}")),
+                    };
+                    return Some((futures::stream::iter(vec![Err(err)]), (sse, state, true)));
+                }
+                None => {
+                    // No [DONE]: finish with what we have, if the upstream said it finished.
+                    let tail: Vec<_> = state.finish_event().into_iter().map(Ok).collect();
+                    if tail.is_empty() {
+                        return None;
+                    }
+                    return Some((futures::stream::iter(tail), (sse, state, true)));
+                }
+            }
+        }
+    })
+    .flatten()
+}
+
+pub fn embed_body(req: &EmbedRequest, dep: &Deployment) -> Value {
+    let mut body = json!({
+        "model": dep.upstream_model,
+        "input": req.input,
+        "encoding_format": "float",
+    });
+    if let Some(d) = req.dimensions {
+        body["dimensions"] = d.into();
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsWire {
+    data: Vec<EmbeddingWire>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingWire {
+    #[serde(default)]
+    index: Option<usize>,
+    embedding: Vec<f32>,
+}
+
+pub fn embed_response(backend: &str, body: &[u8]) -> Result<EmbedResponse, BackendError> {
+    let mut wire: EmbeddingsWire = serde_json::from_slice(body).map_err(|e| {
+        BackendError::Protocol(format!("backend `{backend}` sent unreadable embeddings: {e}"))
+    })?;
+    wire.data.sort_by_key(|d| d.index.unwrap_or(0));
+    Ok(EmbedResponse {
+        embeddings: wire.data.into_iter().map(|d| d.embedding).collect(),
+        prompt_tokens: wire.usage.map(|u| u.prompt_tokens).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(payloads: &[&str]) -> Vec<Result<Event, BackendError>> {
+        let text: String = payloads.iter().map(|p| format!("data: {p}\n\n")).collect();
+        let bytes = futures::stream::iter(vec![Ok(Bytes::from(text))]);
+        futures::executor::block_on(events("up".into(), bytes).collect())
+    }
+
+    #[test]
+    fn text_then_usage_then_done() {
+        let out = collect(&[
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#,
+            "[DONE]",
+        ]);
+        let out: Vec<Event> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            out,
+            vec![
+                Event::Delta("Hi".into()),
+                Event::Finish {
+                    reason: FinishReason::Stop,
+                    usage: Some(Usage {
+                        prompt_tokens: 5,
+                        completion_tokens: 1
+                    })
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn an_error_payload_mid_stream_is_an_error() {
+        let out = collect(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"error":{"message":"model crashed","type":"server_error"}}"#,
+        ]);
+        assert!(matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message == "model crashed"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Typed configuration. `load` reads the TOML file, expands `${ENV_VAR}` references,
+//! applies `SLUICE__SECTION__KEY` overrides and deserializes with key paths in errors;
+//! `validate` then reports every remaining problem at once, each naming its key.
+
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use load::{load, load_str, ConfigError, ConfigIssue};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Named upstream engines.
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// The model catalog: logical names that clients use.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run on after SIGTERM / ctrl-c.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys; with none configured the gateway is open.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One API key, stored as the hex SHA-256 of the key so the config holds no secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub tenant: String,
+    /// `printf %s "$KEY" | sha256sum`
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Ollama's native API (`/api/chat`, `/api/embed`, `/api/tags`).
+    Ollama,
+    /// Any OpenAI-compatible server (`/chat/completions` under `url`).
+    Openai,
+}
+
+/// An upstream engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    /// Base URL: `http://127.0.0.1:11434` for Ollama, `http://host:8000/v1` for OpenAI-compatible.
+    pub url: String,
+    /// Bearer key sent upstream (openai kind only).
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    /// Time to establish the TCP connection.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time until the upstream's response starts (headers): includes queueing and prefill.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest silence allowed between two chunks of a streaming response.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Upstream connections kept idle per host.
+    #[serde(default = "default_pool_idle")]
+    pub max_idle_connections: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_idle() -> usize {
+    256
+}
+
+/// A logical model clients ask for, mapped to a deployment on a backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients send as `model`.
+    pub name: String,
+    /// Key of a `[backends.*]` table.
+    pub backend: String,
+    /// The model's name on the backend (e.g. `llama3.2:3b`); defaults to `name`.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// `owned_by` in `/v1/models`.
+    #[serde(default = "default_owned_by")]
+    pub owned_by: String,
+    /// Ollama `keep_alive` (e.g. "10m", "-1" to keep loaded, "0" to unload).
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    /// Options sent with every request: Ollama `options` (e.g. `num_ctx`), or extra body
+    /// fields for OpenAI-compatible servers (e.g. vLLM's `top_k`).
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_owned_by() -> String {
+    "sluice".to_owned()
+}
+
+impl ModelConfig {
+    pub fn upstream_name(&self) -> &str {
+        self.upstream_model.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl Config {
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}

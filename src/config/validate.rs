@@ -1,0 +1,141 @@
+//! Semantic checks that types alone cannot express; every problem is reported, each
+//! with its key path, so `sluice check-config` can list them all at once.
+
+use std::collections::HashSet;
+
+use super::{BackendKind, Config, ConfigIssue};
+
+pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+
+    if config.server.max_body_bytes == 0 {
+        issue("server.max_body_bytes".into(), "must be greater than 0".into());
+    }
+
+    let mut hashes = HashSet::new();
+    for (i, key) in config.auth.keys.iter().enumerate() {
+        let path = format!("auth.keys[{i}]");
+        if key.tenant.trim().is_empty() {
+            issue(format!("{path}.tenant"), "must not be empty".into());
+        }
+        let hex_ok = key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_ok {
+            issue(
+                format!("{path}.sha256"),
+                "must be 64 hex characters: the SHA-256 of the key (printf %s \"$KEY\" | sha256sum)"
+                    .into(),
+            );
+        } else if !hashes.insert(key.sha256.to_ascii_lowercase()) {
+            issue(format!("{path}.sha256"), "the same key is listed twice".into());
+        }
+    }
+
+    for (name, backend) in &config.backends {
+        let path = format!("backends.{name}");
+        match reqwest::Url::parse(&backend.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(url) => issue(
+                format!("{path}.url"),
+                format!("scheme `{}` is not http or https", url.scheme()),
+            ),
+            Err(e) => issue(format!("{path}.url"), format!("not a URL: {e}")),
+        }
+        if backend.kind == BackendKind::Ollama && backend.api_key.is_some() {
+            issue(
+                format!("{path}.api_key"),
+                "Ollama takes no API key; remove it or use kind = \"openai\"".into(),
+            );
+        }
+        for (field, value) in [
+            ("connect_timeout", backend.connect_timeout),
+            ("request_timeout", backend.request_timeout),
+            ("read_timeout", backend.read_timeout),
+        ] {
+            if value.is_zero() {
+                issue(format!("{path}.{field}"), "must be greater than 0".into());
+            }
+        }
+    }
+
+    if config.models.is_empty() {
+        issue(
+            "models".into(),
+            "no models configured: add at least one [[models]] entry".into(),
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, model) in config.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        if model.name.trim().is_empty() {
+            issue(format!("{path}.name"), "must not be empty".into());
+        } else if !names.insert(model.name.as_str()) {
+            issue(
+                format!("{path}.name"),
+                format!("model `{}` is defined twice", model.name),
+            );
+        }
+        match config.backends.get(&model.backend) {
+            None => issue(
+                format!("{path}.backend"),
+                format!(
+                    "no backend named `{}` (defined: {})",
+                    model.backend,
+                    config.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            Some(b) if b.kind != BackendKind::Ollama && model.keep_alive.is_some() => issue(
+                format!("{path}.keep_alive"),
+                "keep_alive is an Ollama setting; this model's backend is not Ollama".into(),
+            ),
+            Some(_) => {}
+        }
+    }
+    issues
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let text = r#"
+[auth]
+keys = [{ tenant = "", sha256 = "abc" }]
+
+[backends.o]
+kind = "ollama"
+url = "ftp://x"
+api_key = "k"
+read_timeout = "0s"
+
+[[models]]
+name = "a"
+backend = "nope"
+
+[[models]]
+name = "a"
+backend = "o"
+"#;
+        let err = load_str(text, Vec::new()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|i| i.path.as_str()).collect();
+        for expected in [
+            "auth.keys[0].tenant",
+            "auth.keys[0].sha256",
+            "backends.o.url",
+            "backends.o.api_key",
+            "backends.o.read_timeout",
+            "models[0].backend",
+            "models[1].name",
+        ] {
+            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_catalog_is_an_error() {
+        let err = load_str("", Vec::new()).unwrap_err();
+        assert_eq!(err.0[0].path, "models");
+    }
+}

@@ -1,0 +1,164 @@
+//! The stream every backend produces: text deltas, tool-call fragments and one final
+//! `Finish`. A non-streaming response is this stream collected by [`collect`].
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+
+use super::ToolCall;
+use crate::error::BackendError;
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+/// Token counts of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn total(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// One step of a generation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// More assistant text.
+    Delta(String),
+    /// A fragment of tool call number `index`: the first fragment of a call carries its
+    /// `id` (if the engine made one) and `name`; `arguments` fragments are appended.
+    ToolCall {
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
+    /// The last event of a successful generation.
+    Finish {
+        reason: FinishReason,
+        usage: Option<Usage>,
+    },
+}
+
+/// What a backend returns: events until `Finish`, or an error that ends the stream.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, BackendError>> + Send>>;
+
+/// A whole generation, as a non-streaming response needs it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Completion {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<FinishReason>,
+    pub usage: Option<Usage>,
+}
+
+impl Completion {
+    /// Fold one event in.
+    pub fn push(&mut self, event: Event) {
+        match event {
+            Event::Delta(text) => self.content.push_str(&text),
+            Event::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                let index = index as usize;
+                while self.tool_calls.len() <= index {
+                    self.tool_calls.push(ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                let call = &mut self.tool_calls[index];
+                if let Some(id) = id {
+                    call.id = id;
+                }
+                if let Some(name) = name {
+                    call.name.push_str(&name);
+                }
+                call.arguments.push_str(&arguments);
+            }
+            Event::Finish { reason, usage } => {
+                self.finish_reason = Some(reason);
+                self.usage = usage;
+            }
+        }
+    }
+}
+
+/// Collect a stream into a [`Completion`]; the first error ends collection.
+/// A stream that ends without `Finish` is an upstream protocol error.
+pub async fn collect(mut stream: EventStream) -> Result<Completion, BackendError> {
+    let mut completion = Completion::default();
+    while let Some(event) = stream.next().await {
+        completion.push(event?);
+    }
+    if completion.finish_reason.is_none() {
+        return Err(BackendError::Protocol(
+            "upstream stream ended before it finished".into(),
+        ));
+    }
+    Ok(completion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn collects_text_and_tool_call_fragments() {
+        let events = vec![
+            Ok(Event::Delta("Hel".into())),
+            Ok(Event::Delta("lo".into())),
+            Ok(Event::ToolCall {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("calc".into()),
+                arguments: "{\"a\":".into(),
+            }),
+            Ok(Event::ToolCall {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "1}".into(),
+            }),
+            Ok(Event::Finish {
+                reason: FinishReason::ToolCalls,
+                usage: Some(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                }),
+            }),
+        ];
+        let done = collect(Box::pin(futures::stream::iter(events)))
+            .await
+            .unwrap();
+        assert_eq!(done.content, "Hello");
+        assert_eq!(done.tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(done.tool_calls[0].id, "call_1");
+        assert_eq!(done.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(done.usage.unwrap().total(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_finish_is_an_error() {
+        let events = vec![Ok(Event::Delta("partial".into()))];
+        assert!(collect(Box::pin(futures::stream::iter(events)))
+            .await
+            .is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! Domain types shared by every stage: what `http/` converts the wire format into,
+//! what `pipeline/` routes, and what `backend/` implementations consume and produce.
+//! Nothing here knows JSON bodies or axum.
+
+mod chat;
+mod embed;
+mod event;
+
+pub use chat::{
+    ChatRequest, ContentPart, Message, ResponseFormat, Role, Sampling, Tool, ToolCall, ToolChoice,
+};
+pub use embed::{EmbedRequest, EmbedResponse};
+pub use event::{collect, Completion, Event, EventStream, FinishReason, Usage};

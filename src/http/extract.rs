@@ -1,0 +1,152 @@
+//! The JSON body extractor: reads the body under the configured size limit (413 past
+//! it) and parses it so that malformed JSON and wrong field types are 400s in the
+//! OpenAI error shape, with `param` naming the offending field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// `Json<T>` with OpenAI-shaped rejections.
+pub struct OpenAiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    413,
+                    "invalid_request_error",
+                    "Request body is larger than this server accepts (server.max_body_bytes).",
+                )
+                .with_code("request_too_large")
+            } else {
+                ApiError::invalid_request(
+                    format!("Could not read the request body: {}", rejection.body_text()),
+                    None,
+                )
+            }
+        })?;
+        parse(&bytes).map(OpenAiJson)
+    }
+}
+
+/// Parse a JSON body into `T`, explaining failures the way a client can act on.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| explain(bytes, e))?;
+    // Trailing garbage after the JSON value is malformed JSON too.
+    de.end().map_err(|e| {
+        ApiError::invalid_request(
+            format!("We could not parse the JSON body of your request ({e}). The API expects a JSON payload."),
+            None,
+        )
+        .with_code("invalid_json")
+    })?;
+    Ok(value)
+}
+
+fn explain(bytes: &[u8], err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::invalid_request(
+            format!(
+                "We could not parse the JSON body of your request ({inner}). The API expects a JSON payload."
+            ),
+            None,
+        )
+        .with_code("invalid_json");
+    }
+    // Point at the field a person would fix; serde loses the path inside tagged enums.
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        if !value.is_object() {
+            return ApiError::invalid_request("The request body must be a JSON object.", None);
+        }
+        if let Some(e) = check_messages(&value) {
+            return e;
+        }
+    }
+    let param = (path != "." && !path.is_empty()).then_some(path);
+    let message = match &param {
+        Some(p) => format!("Invalid value for '{p}': {inner}"),
+        None => format!("Invalid request: {inner}"),
+    };
+    ApiError::invalid_request(message, param.as_deref())
+}
+
+const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+
+fn check_messages(body: &Value) -> Option<ApiError> {
+    let messages = body.get("messages")?;
+    let Some(items) = messages.as_array() else {
+        return Some(ApiError::invalid_request(
+            "'messages' must be an array of message objects.",
+            Some("messages"),
+        ));
+    };
+    for (i, m) in items.iter().enumerate() {
+        let param = format!("messages[{i}].role");
+        match m.get("role").map(|r| r.as_str()) {
+            None => {
+                return Some(ApiError::invalid_request(
+                    format!("Missing required parameter: '{param}'."),
+                    Some(&param),
+                ))
+            }
+            Some(Some(role)) if ROLES.contains(&role) => {}
+            Some(_) => {
+                return Some(ApiError::invalid_request(
+                    format!(
+                        "Invalid value for '{param}': {}. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.",
+                        m["role"]
+                    ),
+                    Some(&param),
+                ))
+            }
+        }
+        if m["role"] == "tool" && !m["tool_call_id"].is_string() {
+            let param = format!("messages[{i}].tool_call_id");
+            return Some(ApiError::invalid_request(
+                format!("Missing required parameter: '{param}'."),
+                Some(&param),
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_openai::types::chat::CreateChatCompletionRequest;
+
+    fn err(body: &str) -> ApiError {
+        parse::<CreateChatCompletionRequest>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn malformed_json_is_invalid_json() {
+        let e = err("{\"model\": ");
+        assert_eq!((e.status, e.code), (400, Some("invalid_json")));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#);
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        let e = err(r#"{"model":"m","messages":"hi"}"#);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn unknown_role_names_the_message() {
+        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"robot","content":"hi"}]}"#);
+        assert_eq!(e.param.as_deref(), Some("messages[1].role"));
+    }
+}

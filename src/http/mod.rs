@@ -1,0 +1,51 @@
+//! The only place that knows axum: routes, extractors, OpenAI wire types ⇄ domain
+//! types, SSE framing and error bodies. Handlers convert and call the pipeline.
+
+mod chat;
+mod convert;
+mod embeddings;
+mod error;
+pub mod extract;
+mod health;
+mod layers;
+mod models;
+pub mod response;
+pub mod sse;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn_with_state};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the gateway started (`created` of catalog models).
+    pub started: u32,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::get))
+        .route_layer(from_fn_with_state(state.clone(), layers::auth));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), layers::observe))
+        .with_state(state)
+}

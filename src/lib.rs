@@ -1,0 +1,104 @@
+//! sluice: a self-hosted, OpenAI-compatible LLM inference gateway.
+//!
+//! ```text
+//! client ──HTTP──▶ http/        axum: routes, extractors, OpenAI wire types ⇄ domain types,
+//!                                SSE framing, error bodies. Nothing below imports axum.
+//!                  pipeline/    one function runs the stages in order:
+//!                    auth       API key → tenant (hashed keys from config)
+//!                    route      logical model → deployment → backend
+//!                  backend/     one trait; each impl speaks to one kind of engine:
+//!                    ollama     native /api/chat NDJSON
+//!                    openai     any OpenAI-compatible upstream
+//! ```
+//!
+//! Every backend produces a stream of domain events (`Delta`, `ToolCall`, `Finish`); a
+//! non-streaming response is that stream collected. [`run`] serves the whole thing on a
+//! listener until `shutdown` resolves, then drains in-flight requests.
+
+pub mod backend;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::AppState;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot set up backends: {0}")]
+    Backend(#[from] error::BackendError),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serve on `listener` until `shutdown` resolves; then stop accepting, let in-flight
+/// requests finish for up to `server.shutdown_timeout`, and return.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let pipeline = Pipeline::new(&config, metrics.clone())?;
+    if pipeline.auth.is_open() {
+        tracing::warn!("no [[auth.keys]] configured: the gateway is open to anyone who can reach it");
+    }
+    let state = Arc::new(AppState {
+        pipeline,
+        metrics,
+        started: http::response::now_secs(),
+    });
+    let app = http::router(state, config.server.max_body_bytes);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, models = config.models.len(), "sluice listening on http://{addr}");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        })
+        .into_future();
+    let mut server = tokio::spawn(server);
+    let drain_timeout = config.server.shutdown_timeout;
+    tokio::select! {
+        result = &mut server => return flatten(result),
+        Ok(()) = stopping_rx => {
+            tracing::info!(timeout = ?drain_timeout, "shutting down: draining in-flight requests");
+        }
+    }
+    match tokio::time::timeout(drain_timeout, &mut server).await {
+        Ok(result) => flatten(result),
+        Err(_) => {
+            tracing::warn!("shutdown timeout reached: closing the remaining connections");
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), RunError> {
+    match result {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(RunError::Io(std::io::Error::other(e))),
+    }
+}

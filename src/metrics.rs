@@ -1,0 +1,119 @@
+//! The Prometheus registry and every metric's name, in one place. Names carry the
+//! `sluice_` prefix; labels stay low-cardinality (route, model, status, backend, kind):
+//! a model name a client invents is recorded as `unknown`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::error::BackendError;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// `sluice_http_requests_total{route, model, status}`
+    pub http_requests: IntCounterVec,
+    /// `sluice_http_request_duration_seconds{route, model, status}`: until the last byte.
+    pub http_duration: HistogramVec,
+    /// `sluice_http_requests_in_flight`
+    pub in_flight: IntGauge,
+    /// `sluice_time_to_first_token_seconds{model, backend}`
+    pub time_to_first_token: HistogramVec,
+    /// `sluice_input_tokens_total{model}`
+    pub input_tokens: IntCounterVec,
+    /// `sluice_output_tokens_total{model}`
+    pub output_tokens: IntCounterVec,
+    /// `sluice_upstream_errors_total{backend, kind}`
+    pub upstream_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("sluice_http_requests_total", "HTTP requests answered"),
+            &["route", "model", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_http_request_duration_seconds",
+                "Time from request to the last byte of the response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "model", "status"],
+        )?;
+        let in_flight = IntGauge::new(
+            "sluice_http_requests_in_flight",
+            "Requests whose response has not finished",
+        )?;
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_time_to_first_token_seconds",
+                "Time from routing to the first generated token",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "backend"],
+        )?;
+        let input_tokens = IntCounterVec::new(
+            Opts::new("sluice_input_tokens_total", "Prompt tokens processed"),
+            &["model"],
+        )?;
+        let output_tokens = IntCounterVec::new(
+            Opts::new("sluice_output_tokens_total", "Completion tokens generated"),
+            &["model"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("sluice_upstream_errors_total", "Failed calls to backends"),
+            &["backend", "kind"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(time_to_first_token.clone()))?;
+        registry.register(Box::new(input_tokens.clone()))?;
+        registry.register(Box::new(output_tokens.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            in_flight,
+            time_to_first_token,
+            input_tokens,
+            output_tokens,
+            upstream_errors,
+        })
+    }
+
+    /// Count a failed backend call by kind.
+    pub fn upstream_error(&self, backend: &str, error: &BackendError) {
+        let kind = match error {
+            BackendError::Connect { .. } => "connect",
+            BackendError::Timeout { .. } => "timeout",
+            BackendError::Upstream { .. } => "status",
+            BackendError::Protocol(_) => "protocol",
+            BackendError::InvalidRequest { .. } => return,
+            BackendError::Overloaded { .. } => "overloaded",
+        };
+        self.upstream_errors
+            .with_label_values(&[backend, kind])
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,122 @@
+//! The request pipeline: one function per endpoint runs the stages in order.
+//!
+//! ```text
+//! auth    API key → tenant              (runs first, in http/, before the body is read)
+//! limits  per-tenant rate limits, admission          (its own issue; slots in before route)
+//! route   logical model → deployment → backend
+//! cache   exact cache, single-flight join            (its own issue; slots in after route)
+//! agent   server-side tool loop                      (its own issue)
+//! backend the engine's event stream, observed for metrics, cancelled on drop
+//! ```
+
+pub mod auth;
+mod observe;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backends;
+use crate::config::{Config, ModelConfig};
+use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
+use crate::error::{ApiError, BackendError};
+use crate::metrics::Metrics;
+
+pub use auth::{Auth, Tenant};
+pub use route::Routes;
+
+/// A generation under way: the events plus what the response needs to name it.
+pub struct Generation {
+    /// The logical model name, echoed as `model` in responses.
+    pub model: Arc<str>,
+    pub events: EventStream,
+}
+
+/// Everything the stages need, built once at start-up.
+pub struct Pipeline {
+    pub auth: Auth,
+    routes: Routes,
+    backends: Backends,
+    models: Vec<ModelConfig>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BackendError> {
+        let backends = Backends::from_config(config)?;
+        Ok(Pipeline {
+            auth: Auth::from_config(&config.auth),
+            routes: Routes::new(config, &backends),
+            backends,
+            models: config.models.clone(),
+            metrics,
+        })
+    }
+
+    /// Chat: route → backend. Dropping the returned events cancels the generation.
+    pub async fn chat(&self, tenant: &Tenant, request: ChatRequest) -> Result<Generation, ApiError> {
+        let started = Instant::now();
+        let target = self.routes.resolve(&request.model, request.n)?;
+        tracing::debug!(tenant = tenant.as_str(), model = %target.model, backend = target.backend.name(), "routed");
+        let cancel = CancellationToken::new();
+        let events = target
+            .backend
+            .chat(request, &target.deployment, cancel.clone())
+            .await
+            .inspect_err(|e| self.metrics.upstream_error(target.backend.name(), e))?;
+        let events = observe::Observed::new(
+            events,
+            self.metrics.clone(),
+            target.model.clone(),
+            target.backend.name().to_owned(),
+            started,
+            cancel.drop_guard(),
+        );
+        Ok(Generation {
+            model: target.model.clone(),
+            events: Box::pin(events),
+        })
+    }
+
+    /// Embeddings: route → backend.
+    pub async fn embed(&self, tenant: &Tenant, request: EmbedRequest) -> Result<EmbedResponse, ApiError> {
+        let target = self.routes.get(&request.model)?;
+        tracing::debug!(tenant = tenant.as_str(), model = %target.model, "embedding");
+        let response = target
+            .backend
+            .embed(request, &target.deployment)
+            .await
+            .inspect_err(|e| self.metrics.upstream_error(target.backend.name(), e))?;
+        self.metrics
+            .input_tokens
+            .with_label_values(&[&target.model])
+            .inc_by(u64::from(response.prompt_tokens));
+        Ok(response)
+    }
+
+    /// The catalog, in config order.
+    pub fn models(&self) -> &[ModelConfig] {
+        &self.models
+    }
+
+    /// Bound a client-supplied model name to a safe metric label.
+    pub fn model_label<'a>(&self, model: &'a str) -> &'a str {
+        if self.routes.contains(model) {
+            model
+        } else {
+            "unknown"
+        }
+    }
+
+    /// Readiness of every backend, checked concurrently.
+    pub async fn readiness(&self) -> Vec<(String, Result<(), BackendError>)> {
+        let checks = self.backends.iter().map(|(name, b)| async move {
+            (name.clone(), b.ready().await)
+        });
+        let mut out = futures::future::join_all(checks).await;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}

@@ -1,0 +1,80 @@
+//! Wraps a backend's event stream to record what the client experiences: time to the
+//! first token, token counts and upstream errors. Dropping it (client gone) cancels the
+//! generation behind it through the held [`DropGuard`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::Stream;
+use tokio_util::sync::DropGuard;
+
+use crate::domain::{Event, EventStream};
+use crate::error::BackendError;
+use crate::metrics::Metrics;
+
+pub struct Observed {
+    inner: EventStream,
+    metrics: std::sync::Arc<Metrics>,
+    model: std::sync::Arc<str>,
+    backend: String,
+    started: Instant,
+    first_token_seen: bool,
+    _cancel_on_drop: DropGuard,
+}
+
+impl Observed {
+    pub fn new(
+        inner: EventStream,
+        metrics: std::sync::Arc<Metrics>,
+        model: std::sync::Arc<str>,
+        backend: String,
+        started: Instant,
+        cancel_on_drop: DropGuard,
+    ) -> Self {
+        Observed {
+            inner,
+            metrics,
+            model,
+            backend,
+            started,
+            first_token_seen: false,
+            _cancel_on_drop: cancel_on_drop,
+        }
+    }
+}
+
+impl Stream for Observed {
+    type Item = Result<Event, BackendError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = this.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(item)) = &next {
+            match item {
+                Ok(Event::Delta(_) | Event::ToolCall { .. }) if !this.first_token_seen => {
+                    this.first_token_seen = true;
+                    this.metrics
+                        .time_to_first_token
+                        .with_label_values(&[&*this.model, this.backend.as_str()])
+                        .observe(this.started.elapsed().as_secs_f64());
+                }
+                Ok(Event::Finish {
+                    usage: Some(usage), ..
+                }) => {
+                    this.metrics
+                        .input_tokens
+                        .with_label_values(&[&*this.model])
+                        .inc_by(u64::from(usage.prompt_tokens));
+                    this.metrics
+                        .output_tokens
+                        .with_label_values(&[&*this.model])
+                        .inc_by(u64::from(usage.completion_tokens));
+                }
+                Err(e) => this.metrics.upstream_error(&this.backend, e),
+                Ok(_) => {}
+            }
+        }
+        next
+    }
+}
