@@ -91,8 +91,10 @@ pub enum RouteError {
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         match &e {
-            RouteError::UnknownModel(_) => ApiError::new(404, "invalid_request_error", e.to_string())
-                .with_code("model_not_found"),
+            RouteError::UnknownModel(_) => {
+                ApiError::new(404, "invalid_request_error", e.to_string())
+                    .with_code("model_not_found")
+            }
             RouteError::Unsupported { param, .. } => {
                 ApiError::invalid_request(e.to_string(), *param).with_code("unsupported_value")
             }
@@ -127,7 +129,10 @@ pub enum BackendError {
     },
     /// The engine is at capacity; try again later.
     #[error("backend `{backend}` is overloaded")]
-    Overloaded { backend: String, retry_after: Duration },
+    Overloaded {
+        backend: String,
+        retry_after: Duration,
+    },
 }
 
 impl From<BackendError> for ApiError {

@@ -55,7 +55,9 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let pipeline = Pipeline::new(&config, metrics.clone())?;
     if pipeline.auth.is_open() {
-        tracing::warn!("no [[auth.keys]] configured: the gateway is open to anyone who can reach it");
+        tracing::warn!(
+            "no [[auth.keys]] configured: the gateway is open to anyone who can reach it"
+        );
     }
     let state = Arc::new(AppState {
         pipeline,

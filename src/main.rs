@@ -9,7 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "OpenAI-compatible LLM inference gateway")]
+#[command(
+    name = "sluice",
+    version,
+    about = "OpenAI-compatible LLM inference gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -270,8 +270,11 @@ backend = "up"
 
     #[test]
     fn unknown_and_mistyped_keys_name_their_path() {
-        let err = load_str(&format!("{BASE}\n[server]\nlisen = 1\n"), env(&[("UP_KEY", "k")]))
-            .unwrap_err();
+        let err = load_str(
+            &format!("{BASE}\n[server]\nlisen = 1\n"),
+            env(&[("UP_KEY", "k")]),
+        )
+        .unwrap_err();
         assert_eq!(err.0[0].path, "server.lisen");
         assert!(err.0[0].message.contains("lisen"), "{}", err);
         let err = load_str(

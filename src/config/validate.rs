@@ -10,7 +10,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
     let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
 
     if config.server.max_body_bytes == 0 {
-        issue("server.max_body_bytes".into(), "must be greater than 0".into());
+        issue(
+            "server.max_body_bytes".into(),
+            "must be greater than 0".into(),
+        );
     }
 
     let mut hashes = HashSet::new();
@@ -27,7 +30,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
                     .into(),
             );
         } else if !hashes.insert(key.sha256.to_ascii_lowercase()) {
-            issue(format!("{path}.sha256"), "the same key is listed twice".into());
+            issue(
+                format!("{path}.sha256"),
+                "the same key is listed twice".into(),
+            );
         }
     }
 
@@ -81,7 +87,12 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
                 format!(
                     "no backend named `{}` (defined: {})",
                     model.backend,
-                    config.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                    config
+                        .backends
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             Some(b) if b.kind != BackendKind::Ollama && model.keep_alive.is_some() => issue(
@@ -129,7 +140,10 @@ backend = "o"
             "models[0].backend",
             "models[1].name",
         ] {
-            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
         }
     }
 

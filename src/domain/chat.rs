@@ -17,9 +17,13 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
-    Text { text: String },
+    Text {
+        text: String,
+    },
     /// An image by URL: either `data:<mime>;base64,<data>` or an http(s) URL.
-    Image { url: String },
+    Image {
+        url: String,
+    },
 }
 
 /// A tool call made by the assistant (in history or in a response).

@@ -137,7 +137,10 @@ pub fn chat_request(wire: CreateChatCompletionRequest) -> Result<ChatRequest, Ap
             ))
         }
         (None, Some(n)) if n < 1 => {
-            return Err(invalid("'max_tokens' must be at least 1.".into(), "max_tokens"))
+            return Err(invalid(
+                "'max_tokens' must be at least 1.".into(),
+                "max_tokens",
+            ))
         }
         (a, b) => a.or(b),
     };
@@ -201,7 +204,10 @@ fn message(i: usize, m: ChatCompletionRequestMessage) -> Result<Message, ApiErro
                     })
                     .collect(),
             };
-            Message { name: s.name, ..base(Role::System, content) }
+            Message {
+                name: s.name,
+                ..base(Role::System, content)
+            }
         }
         ChatCompletionRequestMessage::Developer(d) => {
             let content = match d.content {
@@ -215,7 +221,10 @@ fn message(i: usize, m: ChatCompletionRequestMessage) -> Result<Message, ApiErro
                     })
                     .collect(),
             };
-            Message { name: d.name, ..base(Role::System, content) }
+            Message {
+                name: d.name,
+                ..base(Role::System, content)
+            }
         }
         ChatCompletionRequestMessage::User(u) => {
             let content = match u.content {
@@ -228,7 +237,9 @@ fn message(i: usize, m: ChatCompletionRequestMessage) -> Result<Message, ApiErro
                                 ContentPart::Text { text: t.text }
                             }
                             ChatCompletionRequestUserMessageContentPart::ImageUrl(img) => {
-                                ContentPart::Image { url: img.image_url.url }
+                                ContentPart::Image {
+                                    url: img.image_url.url,
+                                }
                             }
                             _ => {
                                 return Err(invalid(
@@ -241,7 +252,10 @@ fn message(i: usize, m: ChatCompletionRequestMessage) -> Result<Message, ApiErro
                     out
                 }
             };
-            Message { name: u.name, ..base(Role::User, content) }
+            Message {
+                name: u.name,
+                ..base(Role::User, content)
+            }
         }
         ChatCompletionRequestMessage::Assistant(a) => {
             let content = match a.content {
@@ -318,9 +332,8 @@ mod tests {
     use super::*;
 
     fn req(extra: &str) -> Result<ChatRequest, ApiError> {
-        let body = format!(
-            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#
-        );
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
         chat_request(serde_json::from_str(&body).unwrap())
     }
 
@@ -332,7 +345,10 @@ mod tests {
             (r#","max_tokens":0"#, "max_tokens"),
             (r#","max_completion_tokens":0"#, "max_completion_tokens"),
             (r#","presence_penalty":3"#, "presence_penalty"),
-            (r#","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}"#, "tool_choice"),
+            (
+                r#","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}"#,
+                "tool_choice",
+            ),
         ] {
             let e = req(extra).unwrap_err();
             assert_eq!(e.status, 400);
@@ -351,7 +367,10 @@ mod tests {
             "stop":"END","max_completion_tokens":5,"seed":7}"#;
         let r = chat_request(serde_json::from_str(body).unwrap()).unwrap();
         assert_eq!(r.messages[0].role, Role::System);
-        assert_eq!(r.messages[1].images().collect::<Vec<_>>(), vec!["data:image/png;base64,AAAA"]);
+        assert_eq!(
+            r.messages[1].images().collect::<Vec<_>>(),
+            vec!["data:image/png;base64,AAAA"]
+        );
         assert_eq!(r.messages[2].tool_calls[0].arguments, "{\"x\":1}");
         assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("call_1"));
         assert_eq!(r.sampling.stop, vec!["END"]);

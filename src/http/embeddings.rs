@@ -53,7 +53,10 @@ async fn handle(
         ));
     }
     if wire.dimensions == Some(0) {
-        return Err(ApiError::invalid_request("'dimensions' must be at least 1.", Some("dimensions")));
+        return Err(ApiError::invalid_request(
+            "'dimensions' must be at least 1.",
+            Some("dimensions"),
+        ));
     }
     let base64 = matches!(wire.encoding_format, Some(EncodingFormat::Base64));
     let request = EmbedRequest {

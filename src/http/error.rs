@@ -25,7 +25,10 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         404,
         "invalid_request_error",
-        format!("Unknown request URL: {}. Please check the URL and method.", uri.path()),
+        format!(
+            "Unknown request URL: {}. Please check the URL and method.",
+            uri.path()
+        ),
     )
     .with_code("unknown_url")
 }

@@ -80,7 +80,14 @@ fn explain(bytes: &[u8], err: serde_path_to_error::Error<serde_json::Error>) -> 
     ApiError::invalid_request(message, param.as_deref())
 }
 
-const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 fn check_messages(body: &Value) -> Option<ApiError> {
     let messages = body.get("messages")?;
@@ -138,7 +145,8 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_field() {
-        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#);
+        let e =
+            err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#);
         assert_eq!(e.param.as_deref(), Some("temperature"));
         let e = err(r#"{"model":"m","messages":"hi"}"#);
         assert_eq!(e.param.as_deref(), Some("messages"));
@@ -146,7 +154,9 @@ mod tests {
 
     #[test]
     fn unknown_role_names_the_message() {
-        let e = err(r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"robot","content":"hi"}]}"#);
+        let e = err(
+            r#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"robot","content":"hi"}]}"#,
+        );
         assert_eq!(e.param.as_deref(), Some("messages[1].role"));
     }
 }

@@ -28,14 +28,22 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             (name, v)
         })
         .collect();
-    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends });
+    let status = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body =
+        json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends });
     (status, Json(body))
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

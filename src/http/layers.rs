@@ -24,7 +24,10 @@ use crate::metrics::Metrics;
 pub struct ModelLabel(pub String);
 
 pub async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     match state.pipeline.auth.authenticate(header) {
         Ok(tenant) => {
             req.extensions_mut().insert(tenant);
@@ -54,7 +57,13 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
         started,
     };
     let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Body::new(Metered { inner: body, _record: record }))
+    Response::from_parts(
+        parts,
+        Body::new(Metered {
+            inner: body,
+            _record: record,
+        }),
+    )
 }
 
 /// Recorded when the response body is finished or dropped (client gone).

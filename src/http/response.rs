@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_openai::types::chat::{
-    ChatChoice, ChatChoiceStream, ChatCompletionMessageToolCall, ChatCompletionMessageToolCallChunk,
-    ChatCompletionMessageToolCalls, ChatCompletionResponseMessage,
-    ChatCompletionStreamResponseDelta, CompletionUsage, CreateChatCompletionResponse,
-    CreateChatCompletionStreamResponse, FinishReason as WireFinish, FunctionCall,
-    FunctionCallStream, FunctionType, Role,
+    ChatChoice, ChatChoiceStream, ChatCompletionMessageToolCall,
+    ChatCompletionMessageToolCallChunk, ChatCompletionMessageToolCalls,
+    ChatCompletionResponseMessage, ChatCompletionStreamResponseDelta, CompletionUsage,
+    CreateChatCompletionResponse, CreateChatCompletionStreamResponse, FinishReason as WireFinish,
+    FunctionCall, FunctionCallStream, FunctionType, Role,
 };
 
 use crate::domain::{Completion, Event, FinishReason, Usage};
@@ -127,7 +127,11 @@ impl Chunks {
         }
     }
 
-    fn delta(&self, delta: ChatCompletionStreamResponseDelta, reason: Option<FinishReason>) -> CreateChatCompletionStreamResponse {
+    fn delta(
+        &self,
+        delta: ChatCompletionStreamResponseDelta,
+        reason: Option<FinishReason>,
+    ) -> CreateChatCompletionStreamResponse {
         self.chunk(
             vec![ChatChoiceStream {
                 index: 0,
@@ -175,10 +179,18 @@ impl Chunks {
                 self.started_calls[i] = true;
                 let call = ChatCompletionMessageToolCallChunk {
                     index,
-                    id: if first { Some(id.unwrap_or_else(new_call_id)) } else { id },
+                    id: if first {
+                        Some(id.unwrap_or_else(new_call_id))
+                    } else {
+                        id
+                    },
                     r#type: first.then_some(FunctionType::Function),
                     function: Some(FunctionCallStream {
-                        name: if first { Some(name.unwrap_or_default()) } else { name },
+                        name: if first {
+                            Some(name.unwrap_or_default())
+                        } else {
+                            name
+                        },
                         arguments: Some(arguments),
                     }),
                 };

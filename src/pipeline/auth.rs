@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn missing_and_wrong_keys_are_refused() {
         assert_eq!(auth().authenticate(None), Err(AuthError::Missing));
-        assert_eq!(auth().authenticate(Some("Basic x")), Err(AuthError::Missing));
+        assert_eq!(
+            auth().authenticate(Some("Basic x")),
+            Err(AuthError::Missing)
+        );
         assert_eq!(
             auth().authenticate(Some("Bearer sk-other")),
             Err(AuthError::Invalid)

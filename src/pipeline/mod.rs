@@ -56,7 +56,11 @@ impl Pipeline {
     }
 
     /// Chat: route → backend. Dropping the returned events cancels the generation.
-    pub async fn chat(&self, tenant: &Tenant, request: ChatRequest) -> Result<Generation, ApiError> {
+    pub async fn chat(
+        &self,
+        tenant: &Tenant,
+        request: ChatRequest,
+    ) -> Result<Generation, ApiError> {
         let started = Instant::now();
         let target = self.routes.resolve(&request.model, request.n)?;
         tracing::debug!(tenant = tenant.as_str(), model = %target.model, backend = target.backend.name(), "routed");
@@ -81,7 +85,11 @@ impl Pipeline {
     }
 
     /// Embeddings: route → backend.
-    pub async fn embed(&self, tenant: &Tenant, request: EmbedRequest) -> Result<EmbedResponse, ApiError> {
+    pub async fn embed(
+        &self,
+        tenant: &Tenant,
+        request: EmbedRequest,
+    ) -> Result<EmbedResponse, ApiError> {
         let target = self.routes.get(&request.model)?;
         tracing::debug!(tenant = tenant.as_str(), model = %target.model, "embedding");
         let response = target
@@ -112,9 +120,10 @@ impl Pipeline {
 
     /// Readiness of every backend, checked concurrently.
     pub async fn readiness(&self) -> Vec<(String, Result<(), BackendError>)> {
-        let checks = self.backends.iter().map(|(name, b)| async move {
-            (name.clone(), b.ready().await)
-        });
+        let checks = self
+            .backends
+            .iter()
+            .map(|(name, b)| async move { (name.clone(), b.ready().await) });
         let mut out = futures::future::join_all(checks).await;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

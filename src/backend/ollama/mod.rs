@@ -46,7 +46,10 @@ impl Backend for OllamaBackend {
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
         let body = wire::chat_body(&request, deployment)?;
-        let rb = self.client.post(format!("{}/api/chat", self.base)).json(&body);
+        let rb = self
+            .client
+            .post(format!("{}/api/chat", self.base))
+            .json(&body);
         let response = tokio::select! {
             r = upstream::send(&self.name, rb, self.request_timeout) => r?,
             _ = cancel.cancelled() => return Err(BackendError::Protocol("cancelled".into())),

@@ -73,10 +73,11 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Result<Value, BackendEr
             out["tool_calls"] = calls.into();
         }
         if m.role == Role::Tool {
-            let name = m
-                .name
-                .as_deref()
-                .or_else(|| m.tool_call_id.as_deref().and_then(|id| call_names.get(id).copied()));
+            let name = m.name.as_deref().or_else(|| {
+                m.tool_call_id
+                    .as_deref()
+                    .and_then(|id| call_names.get(id).copied())
+            });
             if let Some(name) = name {
                 out["tool_name"] = name.into();
             }
@@ -91,7 +92,12 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Result<Value, BackendEr
     });
     let tools: Vec<Value> = match &req.tool_choice {
         Some(ToolChoice::None) => Vec::new(),
-        Some(ToolChoice::Function(only)) => req.tools.iter().filter(|t| &t.name == only).map(tool).collect(),
+        Some(ToolChoice::Function(only)) => req
+            .tools
+            .iter()
+            .filter(|t| &t.name == only)
+            .map(tool)
+            .collect(),
         _ => req.tools.iter().map(tool).collect(),
     };
     if !tools.is_empty() {
@@ -137,7 +143,9 @@ fn tool(t: &crate::domain::Tool) -> Value {
 
 /// Ollama takes `keep_alive` as a duration string or a number of seconds.
 fn keep_alive(k: &str) -> Value {
-    k.parse::<i64>().map(Value::from).unwrap_or_else(|_| k.into())
+    k.parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| k.into())
 }
 
 #[derive(Deserialize)]
@@ -192,7 +200,10 @@ impl State {
             ))
         })?;
         if let Some(err) = line.error {
-            let message = err.as_str().map(str::to_owned).unwrap_or_else(|| err.to_string());
+            let message = err
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| err.to_string());
             return Err(BackendError::Upstream {
                 backend: self.backend.clone(),
                 status: 502,
@@ -300,7 +311,9 @@ pub fn events(
                         let end = state.finished;
                         return Some((futures::stream::iter(items), (bytes, state, end)));
                     }
-                    Err(e) => return Some((futures::stream::iter(vec![Err(e)]), (bytes, state, true))),
+                    Err(e) => {
+                        return Some((futures::stream::iter(vec![Err(e)]), (bytes, state, true)))
+                    }
                 }
             }
         },
@@ -331,7 +344,9 @@ struct EmbedWire {
 
 pub fn embed_response(backend: &str, body: &[u8]) -> Result<EmbedResponse, BackendError> {
     let wire: EmbedWire = serde_json::from_slice(body).map_err(|e| {
-        BackendError::Protocol(format!("backend `{backend}` sent unreadable embeddings: {e}"))
+        BackendError::Protocol(format!(
+            "backend `{backend}` sent unreadable embeddings: {e}"
+        ))
     })?;
     Ok(EmbedResponse {
         embeddings: wire.embeddings,
@@ -344,7 +359,10 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[&str]) -> Vec<Result<Event, BackendError>> {
-        let items: Vec<_> = chunks.iter().map(|c| Ok(Bytes::from(c.to_string()))).collect();
+        let items: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from(c.to_string())))
+            .collect();
         futures::executor::block_on(events("o".into(), futures::stream::iter(items)).collect())
     }
 
@@ -377,7 +395,12 @@ mod tests {
             "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":10,\"eval_count\":5}\n",
         ]);
         match &out[0] {
-            Ok(Event::ToolCall { index, id, name, arguments }) => {
+            Ok(Event::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            }) => {
                 assert_eq!(*index, 0);
                 assert!(id.as_deref().unwrap().starts_with("call_"));
                 assert_eq!(name.as_deref(), Some("get_current_weather"));
@@ -386,7 +409,13 @@ mod tests {
             }
             other => panic!("expected a tool call, got {other:?}"),
         }
-        assert!(matches!(out[1], Ok(Event::Finish { reason: FinishReason::ToolCalls, .. })));
+        assert!(matches!(
+            out[1],
+            Ok(Event::Finish {
+                reason: FinishReason::ToolCalls,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -396,6 +425,8 @@ mod tests {
             "{\"error\":\"an error was encountered while running the model\"}\n",
         ]);
         assert_eq!(out.len(), 2);
-        assert!(matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message.contains("running the model")));
+        assert!(
+            matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message.contains("running the model"))
+        );
     }
 }

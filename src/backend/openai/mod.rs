@@ -89,8 +89,12 @@ impl Backend for OpenAiBackend {
         if let Some(key) = &self.api_key {
             rb = rb.bearer_auth(key.expose_secret());
         }
-        upstream::send(&self.name, rb, self.request_timeout.min(std::time::Duration::from_secs(5)))
-            .await
-            .map(|_| ())
+        upstream::send(
+            &self.name,
+            rb,
+            self.request_timeout.min(std::time::Duration::from_secs(5)),
+        )
+        .await
+        .map(|_| ())
     }
 }

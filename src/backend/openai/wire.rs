@@ -117,7 +117,9 @@ fn message(m: &Message) -> Value {
             .iter()
             .map(|p| match p {
                 ContentPart::Text { text } => json!({"type": "text", "text": text}),
-                ContentPart::Image { url } => json!({"type": "image_url", "image_url": {"url": url}}),
+                ContentPart::Image { url } => {
+                    json!({"type": "image_url", "image_url": {"url": url}})
+                }
             })
             .collect::<Vec<_>>()
             .into()
@@ -227,7 +229,9 @@ impl State {
             return Err(BackendError::Upstream {
                 backend: self.backend.clone(),
                 status: 502,
-                message: super::upstream::error_message(json!({ "error": err }).to_string().as_bytes()),
+                message: super::upstream::error_message(
+                    json!({ "error": err }).to_string().as_bytes(),
+                ),
             });
         }
         let mut out = Vec::new();
@@ -282,38 +286,45 @@ pub fn events(
         done: false,
     };
     let sse = Box::pin(bytes.eventsource());
-    futures::stream::unfold((sse, state, false), |(mut sse, mut state, ended)| async move {
-        if ended || state.done {
-            return None;
-        }
-        loop {
-            match sse.next().await {
-                Some(Ok(event)) => match state.on_data(&event.data) {
-                    Ok(events) if events.is_empty() && !state.done => continue,
-                    Ok(events) => {
-                        let items: Vec<_> = events.into_iter().map(Ok).collect();
-                        return Some((futures::stream::iter(items), (sse, state, false)));
+    futures::stream::unfold(
+        (sse, state, false),
+        |(mut sse, mut state, ended)| async move {
+            if ended || state.done {
+                return None;
+            }
+            loop {
+                match sse.next().await {
+                    Some(Ok(event)) => match state.on_data(&event.data) {
+                        Ok(events) if events.is_empty() && !state.done => continue,
+                        Ok(events) => {
+                            let items: Vec<_> = events.into_iter().map(Ok).collect();
+                            return Some((futures::stream::iter(items), (sse, state, false)));
+                        }
+                        Err(e) => {
+                            return Some((futures::stream::iter(vec![Err(e)]), (sse, state, true)))
+                        }
+                    },
+                    Some(Err(e)) => {
+                        let err = match e {
+                            eventsource_stream::EventStreamError::Transport(e) => e,
+                            other => {
+                                BackendError::Protocol(format!("bad SSE from upstream: {other}"))
+                            }
+                        };
+                        return Some((futures::stream::iter(vec![Err(err)]), (sse, state, true)));
                     }
-                    Err(e) => return Some((futures::stream::iter(vec![Err(e)]), (sse, state, true))),
-                },
-                Some(Err(e)) => {
-                    let err = match e {
-                        eventsource_stream::EventStreamError::Transport(e) => e,
-                        other => BackendError::Protocol(format!("bad SSE from upstream: {other}")),
-                    };
-                    return Some((futures::stream::iter(vec![Err(err)]), (sse, state, true)));
-                }
-                None => {
-                    // No [DONE]: finish with what we have, if the upstream said it finished.
-                    let tail: Vec<_> = state.finish_event().into_iter().map(Ok).collect();
-                    if tail.is_empty() {
-                        return None;
+                    None => {
+                        // No [DONE]: finish with what we have, if the upstream said it finished.
+                        let tail: Vec<_> = state.finish_event().into_iter().map(Ok).collect();
+                        if tail.is_empty() {
+                            return None;
+                        }
+                        return Some((futures::stream::iter(tail), (sse, state, true)));
                     }
-                    return Some((futures::stream::iter(tail), (sse, state, true)));
                 }
             }
-        }
-    })
+        },
+    )
     .flatten()
 }
 
@@ -345,7 +356,9 @@ struct EmbeddingWire {
 
 pub fn embed_response(backend: &str, body: &[u8]) -> Result<EmbedResponse, BackendError> {
     let mut wire: EmbeddingsWire = serde_json::from_slice(body).map_err(|e| {
-        BackendError::Protocol(format!("backend `{backend}` sent unreadable embeddings: {e}"))
+        BackendError::Protocol(format!(
+            "backend `{backend}` sent unreadable embeddings: {e}"
+        ))
     })?;
     wire.data.sort_by_key(|d| d.index.unwrap_or(0));
     Ok(EmbedResponse {
@@ -395,6 +408,8 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
             r#"{"error":{"message":"model crashed","type":"server_error"}}"#,
         ]);
-        assert!(matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message == "model crashed"));
+        assert!(
+            matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message == "model crashed")
+        );
     }
 }

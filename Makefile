@@ -1,0 +1,45 @@
+# sluice — the two commands a new user needs:
+#   make run    build and start sluice on config/sluice.toml
+#   make test   run the whole test suite (Rust + the official Python openai SDK)
+# Each target installs what it needs itself.
+
+CARGO   ?= cargo
+CONFIG  ?= config/sluice.toml
+VENV    := .venv
+PY      := $(VENV)/bin/python
+
+.PHONY: run build test test-rust test-python venv bench-latency check-config clean
+
+run: build
+	./target/release/sluice serve --config $(CONFIG)
+
+build:
+	$(CARGO) build --release --locked
+
+check-config:
+	$(CARGO) run --quiet -- check-config --config $(CONFIG)
+
+test: test-rust test-python
+
+# cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
+test-rust:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
+	else \
+		$(CARGO) test --locked --no-fail-fast; \
+	fi
+
+# The Python SDK tests start the debug binary against a fake upstream.
+test-python: venv
+	$(CARGO) build --locked --bin sluice
+	SLUICE_BIN=$(CURDIR)/target/debug/sluice $(PY) -m pytest -q tests/python
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+clean:
+	rm -rf target $(VENV)

@@ -1,0 +1,1 @@
+//! A fake Ollama (native API) upstream. Filled in by the Ollama backend tests.

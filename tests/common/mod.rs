@@ -1,0 +1,116 @@
+//! Test support: a real sluice on 127.0.0.1:0 and small upstreams on port 0 that speak
+//! the documented Ollama and OpenAI wire formats.
+
+#![allow(dead_code)]
+
+pub mod fake_ollama;
+pub mod fake_openai;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running gateway.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<Result<(), sluice::RunError>>,
+}
+
+impl Gateway {
+    /// Start sluice with a TOML config; `{upstream}` in the text is not special, build
+    /// the text with the upstream's address yourself.
+    pub async fn start(toml: &str) -> Gateway {
+        let config = sluice::config::load_str(toml, Vec::new()).expect("test config is valid");
+        Gateway::start_with(config).await
+    }
+
+    pub async fn start_with(config: sluice::config::Config) -> Gateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(sluice::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POST JSON to a path.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    /// Begin graceful shutdown.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A config with one backend of `kind` at `url` and logical models `models`
+/// (each `(name, upstream_model)`), plus extra TOML appended.
+pub fn config(kind: &str, url: &str, models: &[(&str, &str)], extra: &str) -> String {
+    let mut s = format!(
+        "[backends.up]\nkind = \"{kind}\"\nurl = \"{url}\"\nrequest_timeout = \"2s\"\nread_timeout = \"2s\"\n\n"
+    );
+    for (name, upstream) in models {
+        s.push_str(&format!(
+            "[[models]]\nname = \"{name}\"\nbackend = \"up\"\nupstream_model = \"{upstream}\"\n\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}
+
+/// Serve an axum app on 127.0.0.1:0.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// Parse an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .map(|d| d.trim().to_owned())
+        })
+        .collect()
+}
+
+/// A user message request body.
+pub fn chat_body(model: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
+}

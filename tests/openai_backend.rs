@@ -1,0 +1,271 @@
+//! The `openai` backend end to end: a real sluice in front of a fake OpenAI-compatible
+//! upstream, responses parsed with async-openai's types.
+
+mod common;
+
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCalls, CreateChatCompletionResponse,
+    CreateChatCompletionStreamResponse, FinishReason,
+};
+use common::{chat_body, config, fake_openai, sse_data, Gateway};
+use serde_json::json;
+
+async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
+    let up = fake_openai::start().await;
+    let models = [
+        ("gpt", "gpt-4o-mini"),
+        ("tools", "tool-model"),
+        ("f500", "fail-500"),
+        ("f429", "fail-429"),
+        ("fmid", "fail-mid"),
+        ("slow", "slow"),
+        ("hang", "hang"),
+        ("stall", "stall"),
+    ];
+    let gw = Gateway::start(&config("openai", &up.url, &models, extra)).await;
+    (gw, up)
+}
+
+#[tokio::test]
+async fn non_streaming_completion_has_the_openai_shape() {
+    let (gw, up) = setup("").await;
+    let resp = gw
+        .post("/v1/chat/completions", &chat_body("gpt", "hello there"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: CreateChatCompletionResponse = resp.json().await.unwrap();
+    assert_eq!(body.object, "chat.completion");
+    assert_eq!(body.model, "gpt");
+    assert!(body.id.starts_with("chatcmpl-"));
+    let choice = &body.choices[0];
+    assert_eq!(choice.message.content.as_deref(), Some("echo: hello there"));
+    assert_eq!(choice.finish_reason, Some(FinishReason::Stop));
+    let usage = body.usage.unwrap();
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens
+        ),
+        (9, 3, 12)
+    );
+    // The upstream got the deployment's model name and a streaming request.
+    let sent = up.state.last_request();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["stream"], true);
+}
+
+#[tokio::test]
+async fn streaming_sends_chunks_usage_last_and_done() {
+    let (gw, _up) = setup("").await;
+    let mut body = chat_body("gpt", "one two");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<CreateChatCompletionStreamResponse> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let id = &chunks[0].id;
+    assert!(chunks
+        .iter()
+        .all(|c| &c.id == id && c.model == "gpt" && c.object == "chat.completion.chunk"));
+    let text: String = chunks
+        .iter()
+        .flat_map(|c| c.choices.iter())
+        .filter_map(|c| c.delta.content.clone())
+        .collect();
+    assert_eq!(text, "echo: one two");
+    // The usage chunk is last, with empty choices; every other chunk has usage null.
+    let last = chunks.last().unwrap();
+    assert!(last.choices.is_empty());
+    assert_eq!(last.usage.as_ref().unwrap().total_tokens, 12);
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c.usage.is_none()));
+    let raw: serde_json::Value = serde_json::from_str(&data[0]).unwrap();
+    assert!(raw.as_object().unwrap().contains_key("usage") && raw["usage"].is_null());
+    let finish: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.finish_reason)
+        .collect();
+    assert_eq!(finish, vec![FinishReason::Stop]);
+}
+
+#[tokio::test]
+async fn streaming_without_include_usage_has_no_usage_chunk() {
+    let (gw, _up) = setup("").await;
+    let mut body = chat_body("gpt", "x");
+    body["stream"] = json!(true);
+    let data = sse_data(
+        &gw.post("/v1/chat/completions", &body)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let chunks: Vec<CreateChatCompletionStreamResponse> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| !c.choices.is_empty() && c.usage.is_none()));
+}
+
+#[tokio::test]
+async fn tool_calls_come_back_whole_or_streamed() {
+    let (gw, up) = setup("").await;
+    let mut body = chat_body("tools", "weather in Boston?");
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_current_weather", "description": "Get the weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}]);
+    body["tool_choice"] = json!("auto");
+    let resp: CreateChatCompletionResponse = gw
+        .post("/v1/chat/completions", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let choice = &resp.choices[0];
+    assert_eq!(choice.finish_reason, Some(FinishReason::ToolCalls));
+    let Some(calls) = &choice.message.tool_calls else {
+        panic!("no tool calls")
+    };
+    let ChatCompletionMessageToolCalls::Function(call) = &calls[0] else {
+        panic!()
+    };
+    assert_eq!(call.id, "call_DdmO9pD3xa9XTPNJ32zg2hcA");
+    assert_eq!(call.function.name, "get_current_weather");
+    assert_eq!(call.function.arguments, "{\"location\": \"Boston, MA\"}");
+    let sent = up.state.last_request();
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_current_weather");
+    assert_eq!(sent["tool_choice"], "auto");
+
+    body["stream"] = json!(true);
+    let data = sse_data(
+        &gw.post("/v1/chat/completions", &body)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let chunks: Vec<CreateChatCompletionStreamResponse> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let deltas: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .filter_map(|c| c.delta.tool_calls.clone())
+        .flatten()
+        .collect();
+    assert_eq!(
+        deltas[0].id.as_deref(),
+        Some("call_DdmO9pD3xa9XTPNJ32zg2hcA")
+    );
+    assert_eq!(
+        deltas[0].function.as_ref().unwrap().name.as_deref(),
+        Some("get_current_weather")
+    );
+    let args: String = deltas
+        .iter()
+        .filter_map(|d| d.function.as_ref()?.arguments.clone())
+        .collect();
+    assert_eq!(args, "{\"location\": \"Boston, MA\"}");
+    assert!(deltas[1..].iter().all(|d| d.id.is_none() && d.index == 0));
+}
+
+#[tokio::test]
+async fn request_parameters_reach_the_upstream() {
+    let (gw, up) = setup("").await;
+    let body = json!({
+        "model": "gpt",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}
+        ],
+        "temperature": 0.2, "top_p": 0.9, "max_completion_tokens": 7, "stop": ["END"], "seed": 42,
+        "presence_penalty": 0.5, "frequency_penalty": 0.25, "user": "u-1",
+        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
+        "parallel_tool_calls": false,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    });
+    assert_eq!(gw.post("/v1/chat/completions", &body).await.status(), 200);
+    let sent = up.state.last_request();
+    assert_eq!(sent["temperature"].as_f64().unwrap() as f32, 0.2);
+    assert_eq!(sent["top_p"].as_f64().unwrap() as f32, 0.9);
+    assert_eq!(sent["max_tokens"], 7);
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["seed"], 42);
+    assert_eq!(sent["user"], "u-1");
+    assert_eq!(sent["parallel_tool_calls"], false);
+    assert_eq!(sent["response_format"]["json_schema"]["name"], "answer");
+    assert_eq!(
+        sent["messages"][1]["content"][1]["image_url"]["url"],
+        "data:image/png;base64,iVBORw0KGgo="
+    );
+}
+
+#[tokio::test]
+async fn upstream_api_key_and_options_are_sent() {
+    let up = fake_openai::start().await;
+    let toml = format!(
+        "[backends.up]\nkind = \"openai\"\nurl = \"{}\"\napi_key = \"sk-upstream\"\n\n[[models]]\nname = \"gpt\"\nbackend = \"up\"\noptions = {{ top_k = 40 }}\n",
+        up.url
+    );
+    let gw = Gateway::start(&toml).await;
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat_body("gpt", "hi"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        up.state.auth_headers.lock().unwrap()[0],
+        "Bearer sk-upstream"
+    );
+    assert_eq!(up.state.last_request()["top_k"], 40);
+}
+
+#[tokio::test]
+async fn embeddings_are_forwarded() {
+    let (gw, up) = setup("").await;
+    let resp = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "gpt", "input": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: async_openai::types::embeddings::CreateEmbeddingResponse = resp.json().await.unwrap();
+    assert_eq!(body.data.len(), 2);
+    assert_eq!(body.data[1].index, 1);
+    assert_eq!(body.data[1].embedding[2], 1.0);
+    assert_eq!(body.usage.prompt_tokens, 16);
+    assert_eq!(up.state.last_request()["model"], "gpt-4o-mini");
+}
+
+#[tokio::test]
+async fn base64_embeddings_decode_to_the_same_floats() {
+    let (gw, _up) = setup("").await;
+    let resp: serde_json::Value = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "gpt", "input": "a", "encoding_format": "base64"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(resp["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f32> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(floats, vec![0.0023064255, -0.009327292, 0.0]);
+}
