@@ -127,6 +127,9 @@ pub enum BackendError {
         message: String,
         param: Option<&'static str>,
     },
+    /// The gateway is shutting down and cut the generation at its drain deadline.
+    #[error("the gateway is shutting down; retry on another replica")]
+    ShuttingDown,
     /// The engine is at capacity; try again later.
     #[error("backend `{backend}` is overloaded")]
     Overloaded {
@@ -146,6 +149,9 @@ impl From<BackendError> for ApiError {
                 ApiError::new(504, "api_error", message).with_code("upstream_timeout")
             }
             BackendError::InvalidRequest { param, .. } => ApiError::invalid_request(message, param),
+            BackendError::ShuttingDown => ApiError::new(503, "api_error", message)
+                .with_code("shutting_down")
+                .with_retry_after(Duration::from_secs(1)),
             BackendError::Overloaded { retry_after, .. } => {
                 ApiError::new(503, "api_error", message)
                     .with_code("overloaded")

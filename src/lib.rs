@@ -53,7 +53,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new()?);
-    let pipeline = Pipeline::new(&config, metrics.clone())?;
+    let hard_stop = tokio_util::sync::CancellationToken::new();
+    let pipeline = Pipeline::new(&config, metrics.clone(), hard_stop.clone())?;
     if pipeline.auth.is_open() {
         tracing::warn!(
             "no [[auth.keys]] configured: the gateway is open to anyone who can reach it"
@@ -91,9 +92,17 @@ pub async fn run(
     match tokio::time::timeout(drain_timeout, &mut server).await {
         Ok(result) => flatten(result),
         Err(_) => {
-            tracing::warn!("shutdown timeout reached: closing the remaining connections");
-            server.abort();
-            Ok(())
+            // End every generation still running; their responses finish with a 503-style
+            // error, and the connections close. Connections that still linger are abandoned.
+            tracing::warn!("shutdown timeout reached: ending the remaining generations");
+            hard_stop.cancel();
+            match tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await {
+                Ok(result) => flatten(result),
+                Err(_) => {
+                    server.abort();
+                    Ok(())
+                }
+            }
         }
     }
 }

@@ -96,7 +96,7 @@ impl Metrics {
             BackendError::Timeout { .. } => "timeout",
             BackendError::Upstream { .. } => "status",
             BackendError::Protocol(_) => "protocol",
-            BackendError::InvalidRequest { .. } => return,
+            BackendError::InvalidRequest { .. } | BackendError::ShuttingDown => return,
             BackendError::Overloaded { .. } => "overloaded",
         };
         self.upstream_errors

@@ -41,10 +41,16 @@ pub struct Pipeline {
     backends: Backends,
     models: Vec<ModelConfig>,
     metrics: Arc<Metrics>,
+    /// Cancelled at the shutdown drain deadline: every generation still running ends.
+    hard_stop: CancellationToken,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BackendError> {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        hard_stop: CancellationToken,
+    ) -> Result<Self, BackendError> {
         let backends = Backends::from_config(config)?;
         Ok(Pipeline {
             auth: Auth::from_config(&config.auth),
@@ -52,6 +58,7 @@ impl Pipeline {
             backends,
             models: config.models.clone(),
             metrics,
+            hard_stop,
         })
     }
 
@@ -77,6 +84,7 @@ impl Pipeline {
             target.backend.name().to_owned(),
             started,
             cancel.drop_guard(),
+            self.hard_stop.clone(),
         );
         Ok(Generation {
             model: target.model.clone(),

@@ -1,13 +1,15 @@
 //! Wraps a backend's event stream to record what the client experiences: time to the
 //! first token, token counts and upstream errors. Dropping it (client gone) cancels the
-//! generation behind it through the held [`DropGuard`].
+//! generation behind it through the held [`DropGuard`]; at the shutdown deadline the
+//! stream ends with `ShuttingDown` so the connection can close.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::Stream;
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 use crate::domain::{Event, EventStream};
 use crate::error::BackendError;
@@ -20,6 +22,8 @@ pub struct Observed {
     backend: String,
     started: Instant,
     first_token_seen: bool,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    ended: bool,
     _cancel_on_drop: DropGuard,
 }
 
@@ -31,6 +35,7 @@ impl Observed {
         backend: String,
         started: Instant,
         cancel_on_drop: DropGuard,
+        hard_stop: CancellationToken,
     ) -> Self {
         Observed {
             inner,
@@ -39,6 +44,8 @@ impl Observed {
             backend,
             started,
             first_token_seen: false,
+            stopped: Box::pin(hard_stop.cancelled_owned()),
+            ended: false,
             _cancel_on_drop: cancel_on_drop,
         }
     }
@@ -49,6 +56,13 @@ impl Stream for Observed {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.stopped.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            return Poll::Ready(Some(Err(BackendError::ShuttingDown)));
+        }
         let next = this.inner.as_mut().poll_next(cx);
         if let Poll::Ready(Some(item)) = &next {
             match item {

@@ -2,7 +2,7 @@
 //! streaming examples). The upstream model name picks the behaviour:
 //! anything else → streams "echo: <last user text>" word by word;
 //! `tool-model` → a streamed `get_current_weather` tool call; `fail-500`, `fail-429` →
-//! error statuses; `fail-mid` → an error event after one chunk; `slow` → a chunk every
+//! error statuses; `fail-mid` → an error event after one chunk; `slow-short` → ten chunks 50 ms apart; `slow` → a chunk every
 //! 20 ms for a long time, flagging `dropped` when its connection goes away; `hang` →
 //! never answers; `stall` → one chunk, then silence.
 
@@ -185,6 +185,24 @@ async fn chat(
                     Ok(Bytes::new())
                 }),
             );
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        "slow-short" => {
+            let stream = futures::stream::iter(0..10).then(move |i| {
+                let model = model.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let c = if i < 9 {
+                        chunk(&model, json!({"content": format!("s{i} ")}), None)
+                    } else {
+                        chunk(&model, json!({}), Some("stop")) + "data: [DONE]\n\n"
+                    };
+                    Ok::<_, Infallible>(Bytes::from(c))
+                }
+            });
             Response::builder()
                 .header("content-type", "text/event-stream")
                 .body(Body::from_stream(stream))

@@ -1,0 +1,151 @@
+//! The operational surface: the model catalog, health, readiness and Prometheus metrics.
+
+mod common;
+
+use async_openai::types::models::{ListModelResponse, Model};
+use common::{chat_body, config, fake_openai, Gateway};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn models_lists_the_catalog_in_openai_shape() {
+    let up = fake_openai::start().await;
+    let extra = "[[models]]\nname = \"org/model:7b\"\nbackend = \"up\"\nowned_by = \"acme\"\n";
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "gpt-4o-mini")], extra)).await;
+    let list: ListModelResponse = gw.get("/v1/models").await.json().await.unwrap();
+    assert_eq!(list.object, "list");
+    let ids: Vec<_> = list.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, vec!["gpt", "org/model:7b"]);
+    assert!(list
+        .data
+        .iter()
+        .all(|m| m.object == "model" && m.created > 0));
+    let one: Model = gw
+        .get("/v1/models/org/model:7b")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (one.id.as_str(), one.owned_by.as_str()),
+        ("org/model:7b", "acme")
+    );
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_report_process_and_backends() {
+    let up = fake_openai::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!(
+        "http://127.0.0.1:{}/v1",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "gpt")], "")).await;
+    assert_eq!(gw.get("/healthz").await.status(), 200);
+    let resp = gw.get("/readyz").await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["backends"]["up"]["ready"], true);
+
+    let extra = format!("[backends.down]\nkind = \"openai\"\nurl = \"{dead}\"\n");
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "gpt")], &extra)).await;
+    assert_eq!(
+        gw.get("/healthz").await.status(),
+        200,
+        "the process is up even if a backend is not"
+    );
+    let resp = gw.get("/readyz").await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["backends"]["up"]["ready"], true);
+    assert_eq!(body["backends"]["down"]["ready"], false);
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name_and_labels} not in\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_ttft_and_upstream_errors() {
+    let up = fake_openai::start().await;
+    let gw = Gateway::start(&config(
+        "openai",
+        &up.url,
+        &[("gpt", "gpt-4o-mini"), ("bad", "fail-500")],
+        "",
+    ))
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            gw.post("/v1/chat/completions", &chat_body("gpt", "a b"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let mut stream = chat_body("gpt", "a b");
+    stream["stream"] = json!(true);
+    gw.post("/v1/chat/completions", &stream)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat_body("bad", "x"))
+            .await
+            .status(),
+        502
+    );
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat_body("invented-model", "x"))
+            .await
+            .status(),
+        404
+    );
+
+    let resp = gw.get("/metrics").await;
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    let ok =
+        "sluice_http_requests_total{model=\"gpt\",route=\"/v1/chat/completions\",status=\"200\"}";
+    assert_eq!(metric(&text, ok), 3.0);
+    let unknown = "sluice_http_requests_total{model=\"unknown\",route=\"/v1/chat/completions\",status=\"404\"}";
+    assert_eq!(
+        metric(&text, unknown),
+        1.0,
+        "invented model names do not become labels"
+    );
+    assert!(!text.contains("invented-model"));
+    assert_eq!(metric(&text, "sluice_http_request_duration_seconds_count{model=\"gpt\",route=\"/v1/chat/completions\",status=\"200\"}"), 3.0);
+    assert_eq!(
+        metric(
+            &text,
+            "sluice_time_to_first_token_seconds_count{backend=\"up\",model=\"gpt\"}"
+        ),
+        3.0
+    );
+    // The fake upstream reports 9 prompt tokens and one completion token per word.
+    assert_eq!(
+        metric(&text, "sluice_input_tokens_total{model=\"gpt\"}"),
+        27.0
+    );
+    assert_eq!(
+        metric(&text, "sluice_output_tokens_total{model=\"gpt\"}"),
+        9.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "sluice_upstream_errors_total{backend=\"up\",kind=\"status\"}"
+        ),
+        1.0
+    );
+}
