@@ -139,6 +139,18 @@ async fn tool_calls_come_back_whole_or_streamed() {
     assert_eq!(call.id, "call_DdmO9pD3xa9XTPNJ32zg2hcA");
     assert_eq!(call.function.name, "get_current_weather");
     assert_eq!(call.function.arguments, "{\"location\": \"Boston, MA\"}");
+    let raw: serde_json::Value = gw
+        .post("/v1/chat/completions", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = raw["choices"][0]["message"].as_object().unwrap();
+    assert!(
+        message.contains_key("content") && message["content"].is_null(),
+        "{raw}"
+    );
+    assert_eq!(message["tool_calls"][0]["type"], "function");
     let sent = up.state.last_request();
     assert_eq!(sent["tools"][0]["function"]["name"], "get_current_weather");
     assert_eq!(sent["tool_choice"], "auto");

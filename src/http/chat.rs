@@ -45,8 +45,8 @@ async fn handle(
     let request = convert::chat_request(wire)?;
     let generation = state.pipeline.chat(tenant, request).await?;
     if !stream {
-        let done = collect(generation.events).await?;
-        return Ok(Json(response::completion(&generation.model, done)).into_response());
+        let mut done = collect(generation.events).await?;
+        return Ok(Json(response::completion(&generation.model, &mut done)).into_response());
     }
     // Wait for the first event before committing to a 200: an upstream that fails at
     // once (unknown upstream model, out of memory) still gets a proper error status.
@@ -61,8 +61,8 @@ async fn handle(
             .into())
         }
     };
-    let chunks = response::Chunks::new(generation.model.clone());
-    let body = Body::from_stream(sse::body(chunks, first, events, include_usage));
+    let chunks = response::Chunks::new(generation.model.clone(), include_usage);
+    let body = Body::from_stream(sse::body(chunks, first, events));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(

@@ -1,19 +1,14 @@
 //! Domain → wire for chat: a collected [`Completion`] becomes a `chat.completion`
-//! object, and events become `chat.completion.chunk` objects (async-openai's types), each
-//! carrying the same `id`, `created` and `model`.
-
-#![allow(deprecated)] // `function_call` / `system_fingerprint` are deprecated fields of the types.
+//! object, and events become `chat.completion.chunk` objects, field for field as the
+//! OpenAI API sends them (`"content": null` beside tool calls, `"finish_reason": null`
+//! and `"logprobs": null` on every chunk, `usage` present only when asked for). The
+//! types borrow, so a chunk costs one serialization and no copies. Tests parse the
+//! output with async-openai's types.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_openai::types::chat::{
-    ChatChoice, ChatChoiceStream, ChatCompletionMessageToolCall,
-    ChatCompletionMessageToolCallChunk, ChatCompletionMessageToolCalls,
-    ChatCompletionResponseMessage, ChatCompletionStreamResponseDelta, CompletionUsage,
-    CreateChatCompletionResponse, CreateChatCompletionStreamResponse, FinishReason as WireFinish,
-    FunctionCall, FunctionCallStream, FunctionType, Role,
-};
+use serde::Serialize;
 
 use crate::domain::{Completion, Event, FinishReason, Usage};
 
@@ -32,64 +27,159 @@ fn new_call_id() -> String {
     format!("call_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn finish(reason: FinishReason) -> WireFinish {
-    match reason {
-        FinishReason::Stop => WireFinish::Stop,
-        FinishReason::Length => WireFinish::Length,
-        FinishReason::ToolCalls => WireFinish::ToolCalls,
-        FinishReason::ContentFilter => WireFinish::ContentFilter,
+#[derive(Serialize)]
+pub struct WireUsage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+}
+
+impl From<Usage> for WireUsage {
+    fn from(u: Usage) -> Self {
+        WireUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total(),
+        }
     }
 }
 
-pub fn usage(u: Usage) -> CompletionUsage {
-    CompletionUsage {
-        prompt_tokens: u.prompt_tokens,
-        completion_tokens: u.completion_tokens,
-        total_tokens: u.total(),
-        prompt_tokens_details: None,
-        completion_tokens_details: None,
-    }
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireChoice<'a> {
+    index: u32,
+    message: WireMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: FinishReason,
 }
 
 /// The non-streaming response body.
-pub fn completion(model: &str, done: Completion) -> CreateChatCompletionResponse {
-    let tool_calls: Vec<ChatCompletionMessageToolCalls> = done
+#[derive(Serialize)]
+pub struct ChatCompletion<'a> {
+    id: String,
+    object: &'static str,
+    created: u32,
+    model: &'a str,
+    choices: [WireChoice<'a>; 1],
+    usage: WireUsage,
+    system_fingerprint: Option<&'a str>,
+}
+
+/// Build the non-streaming body. Tool calls without an id (an engine that makes none)
+/// get one, so clients can answer them.
+pub fn completion<'a>(model: &'a str, done: &'a mut Completion) -> ChatCompletion<'a> {
+    for call in &mut done.tool_calls {
+        if call.id.is_empty() {
+            call.id = new_call_id();
+        }
+    }
+    let tool_calls: Vec<WireToolCall<'a>> = done
         .tool_calls
-        .into_iter()
-        .map(|c| {
-            ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
-                id: if c.id.is_empty() { new_call_id() } else { c.id },
-                function: FunctionCall {
-                    name: c.name,
-                    arguments: c.arguments,
-                },
-            })
+        .iter()
+        .map(|c| WireToolCall {
+            id: &c.id,
+            kind: "function",
+            function: WireFunction {
+                name: &c.name,
+                arguments: &c.arguments,
+            },
         })
         .collect();
-    let content = if done.content.is_empty() && !tool_calls.is_empty() {
-        None
-    } else {
-        Some(done.content)
-    };
-    CreateChatCompletionResponse {
+    let content =
+        (!(done.content.is_empty() && !tool_calls.is_empty())).then_some(done.content.as_str());
+    ChatCompletion {
         id: new_id(),
-        object: "chat.completion".into(),
+        object: "chat.completion",
         created: now_secs(),
-        model: model.to_owned(),
-        choices: vec![ChatChoice {
+        model,
+        choices: [WireChoice {
             index: 0,
-            message: ChatCompletionResponseMessage {
-                role: Role::Assistant,
+            message: WireMessage {
+                role: "assistant",
                 content,
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                ..Default::default()
+                refusal: None,
+                tool_calls,
             },
-            finish_reason: Some(finish(done.finish_reason.unwrap_or(FinishReason::Stop))),
             logprobs: None,
+            finish_reason: done.finish_reason.unwrap_or(FinishReason::Stop),
         }],
-        usage: Some(usage(done.usage.unwrap_or_default())),
-        ..Default::default()
+        usage: done.usage.unwrap_or_default().into(),
+        system_fingerprint: None,
     }
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    /// Only on the opening chunk, as OpenAI sends it: `"refusal": null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<FinishReason>,
+}
+
+/// One `chat.completion.chunk`.
+#[derive(Serialize)]
+pub struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u32,
+    model: &'a str,
+    system_fingerprint: Option<&'a str>,
+    choices: Vec<ChunkChoice<'a>>,
+    /// `null` on every chunk but the last when usage was asked for; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<WireUsage>>,
 }
 
 /// Builds the chunks of one streamed response.
@@ -97,119 +187,123 @@ pub struct Chunks {
     id: String,
     created: u32,
     model: Arc<str>,
-    /// Tool-call indexes already announced (their first delta carries id, type, name).
-    started_calls: Vec<bool>,
+    include_usage: bool,
+    /// Tool-call indexes already announced (their first delta carries id, type, name),
+    /// with the id given to each.
+    calls: Vec<Option<String>>,
 }
 
 impl Chunks {
-    pub fn new(model: Arc<str>) -> Self {
+    pub fn new(model: Arc<str>, include_usage: bool) -> Self {
         Chunks {
             id: new_id(),
             created: now_secs(),
             model,
-            started_calls: Vec::new(),
+            include_usage,
+            calls: Vec::new(),
         }
     }
 
-    fn chunk(
-        &self,
-        choices: Vec<ChatChoiceStream>,
-        usage: Option<CompletionUsage>,
-    ) -> CreateChatCompletionStreamResponse {
-        CreateChatCompletionStreamResponse {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
+    fn chunk<'a>(&'a self, choices: Vec<ChunkChoice<'a>>, usage: Option<WireUsage>) -> Chunk<'a> {
+        Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
             created: self.created,
-            model: self.model.to_string(),
+            model: &self.model,
+            system_fingerprint: None,
             choices,
-            usage,
-            ..Default::default()
+            usage: self.include_usage.then_some(usage),
         }
     }
 
-    fn delta(
-        &self,
-        delta: ChatCompletionStreamResponseDelta,
-        reason: Option<FinishReason>,
-    ) -> CreateChatCompletionStreamResponse {
+    fn delta<'a>(&'a self, delta: Delta<'a>, finish_reason: Option<FinishReason>) -> Chunk<'a> {
         self.chunk(
-            vec![ChatChoiceStream {
+            vec![ChunkChoice {
                 index: 0,
                 delta,
-                finish_reason: reason.map(finish),
                 logprobs: None,
+                finish_reason,
             }],
             None,
         )
     }
 
-    /// The opening chunk: `{"role":"assistant","content":""}`.
-    pub fn role(&self) -> CreateChatCompletionStreamResponse {
+    pub fn include_usage(&self) -> bool {
+        self.include_usage
+    }
+
+    /// The opening chunk: `{"role":"assistant","content":"","refusal":null}`.
+    pub fn role(&self) -> Chunk<'_> {
         self.delta(
-            ChatCompletionStreamResponseDelta {
-                role: Some(Role::Assistant),
-                content: Some(String::new()),
-                ..Default::default()
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+                refusal: Some(None),
+                tool_calls: None,
             },
             None,
         )
     }
 
-    /// The chunk for one event (`Finish` gives the chunk with `finish_reason`).
-    pub fn event(&mut self, event: Event) -> CreateChatCompletionStreamResponse {
+    /// Note a tool-call fragment; true when it is the call's first (which must carry
+    /// `id`, `type` and `name`).
+    pub fn start_call(&mut self, index: u32, id: Option<&str>) -> bool {
+        let i = index as usize;
+        if self.calls.len() <= i {
+            self.calls.resize(i + 1, None);
+        }
+        if self.calls[i].is_some() {
+            return false;
+        }
+        self.calls[i] = Some(id.map(str::to_owned).unwrap_or_else(new_call_id));
+        true
+    }
+
+    /// The chunk for one event (`Finish` gives the chunk with `finish_reason`). For a
+    /// tool call, call [`Chunks::start_call`] first.
+    pub fn event<'a>(&'a self, event: &'a Event, first_of_call: bool) -> Chunk<'a> {
         match event {
             Event::Delta(text) => self.delta(
-                ChatCompletionStreamResponseDelta {
+                Delta {
                     content: Some(text),
-                    ..Default::default()
+                    ..Delta::default()
                 },
                 None,
             ),
             Event::ToolCall {
                 index,
-                id,
                 name,
                 arguments,
+                ..
             } => {
-                let i = index as usize;
-                if self.started_calls.len() <= i {
-                    self.started_calls.resize(i + 1, false);
-                }
-                let first = !self.started_calls[i];
-                self.started_calls[i] = true;
-                let call = ChatCompletionMessageToolCallChunk {
-                    index,
-                    id: if first {
-                        Some(id.unwrap_or_else(new_call_id))
-                    } else {
-                        id
-                    },
-                    r#type: first.then_some(FunctionType::Function),
-                    function: Some(FunctionCallStream {
-                        name: if first {
-                            Some(name.unwrap_or_default())
+                let id = self.calls.get(*index as usize).and_then(|c| c.as_deref());
+                let call = ToolCallDelta {
+                    index: *index,
+                    id: if first_of_call { id } else { None },
+                    kind: first_of_call.then_some("function"),
+                    function: FunctionDelta {
+                        name: if first_of_call {
+                            Some(name.as_deref().unwrap_or_default())
                         } else {
-                            name
+                            None
                         },
-                        arguments: Some(arguments),
-                    }),
+                        arguments,
+                    },
                 };
                 self.delta(
-                    ChatCompletionStreamResponseDelta {
-                        tool_calls: Some(vec![call]),
-                        ..Default::default()
+                    Delta {
+                        tool_calls: Some([call]),
+                        ..Delta::default()
                     },
                     None,
                 )
             }
-            Event::Finish { reason, .. } => {
-                self.delta(ChatCompletionStreamResponseDelta::default(), Some(reason))
-            }
+            Event::Finish { reason, .. } => self.delta(Delta::default(), Some(*reason)),
         }
     }
 
     /// The closing usage chunk (`stream_options.include_usage`): `choices` is empty.
-    pub fn usage(&self, u: Usage) -> CreateChatCompletionStreamResponse {
-        self.chunk(Vec::new(), Some(usage(u)))
+    pub fn usage(&self, u: Usage) -> Chunk<'_> {
+        self.chunk(Vec::new(), Some(u.into()))
     }
 }

@@ -37,7 +37,6 @@ pub fn body(
     mut chunks: Chunks,
     first: Event,
     mut events: EventStream,
-    include_usage: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     async_stream::stream! {
         yield Ok(frame(&chunks.role()));
@@ -52,12 +51,18 @@ pub fn body(
                 },
             };
             match item {
-                Ok(Event::Finish { reason, usage }) => {
-                    yield Ok(frame(&chunks.event(Event::Finish { reason, usage })));
+                Ok(event @ Event::Finish { usage, .. }) => {
+                    yield Ok(frame(&chunks.event(&event, false)));
                     finished = Some(usage.unwrap_or_default());
                     break;
                 }
-                Ok(event) => yield Ok(frame(&chunks.event(event))),
+                Ok(event) => {
+                    let first_of_call = match &event {
+                        Event::ToolCall { index, id, .. } => chunks.start_call(*index, id.as_deref()),
+                        _ => false,
+                    };
+                    yield Ok(frame(&chunks.event(&event, first_of_call)));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "generation failed mid-stream");
                     yield Ok(error_frame(e));
@@ -67,7 +72,7 @@ pub fn body(
         }
         match finished {
             Some(usage) => {
-                if include_usage {
+                if chunks.include_usage() {
                     yield Ok(frame(&chunks.usage(usage)));
                 }
                 yield Ok(Bytes::from_static(DONE));
