@@ -248,17 +248,25 @@ impl State {
         Ok(out)
     }
 
-    /// Complete lines now in the buffer.
-    fn drain(&mut self) -> Result<Vec<Event>, BackendError> {
+    /// Events from the complete lines now in the buffer. Lines that arrived in the same
+    /// chunk before an error line still count; the error is the last item, and ends it.
+    fn drain(&mut self) -> Vec<Result<Event, BackendError>> {
         let mut out = Vec::new();
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
             let line = self.buf.split_to(pos + 1);
             let line = line.trim_ascii();
-            if !line.is_empty() && !self.finished {
-                out.extend(self.on_line(line)?);
+            if line.is_empty() || self.finished {
+                continue;
+            }
+            match self.on_line(line) {
+                Ok(events) => out.extend(events.into_iter().map(Ok)),
+                Err(e) => {
+                    self.finished = true;
+                    out.push(Err(e));
+                }
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -280,40 +288,31 @@ pub fn events(
                 return None;
             }
             loop {
-                let result = match bytes.next().await {
+                let items = match bytes.next().await {
                     Some(Ok(chunk)) => {
                         state.buf.extend_from_slice(&chunk);
                         state.drain()
                     }
-                    Some(Err(e)) => Err(e),
+                    Some(Err(e)) => {
+                        state.finished = true;
+                        vec![Err(e)]
+                    }
                     None => {
                         // A last line without a trailing newline.
                         state.buf.extend_from_slice(b"\n");
                         let tail = state.drain();
-                        if matches!(&tail, Ok(events) if events.is_empty()) {
+                        if tail.is_empty() {
                             return None;
                         }
-                        let items: Vec<_> = match tail {
-                            Ok(events) => events.into_iter().map(Ok).collect(),
-                            Err(e) => vec![Err(e)],
-                        };
-                        return Some((futures::stream::iter(items), (bytes, state, true)));
+                        return Some((futures::stream::iter(tail), (bytes, state, true)));
                     }
                 };
-                match result {
-                    Ok(events) if events.is_empty() => {
-                        if state.finished {
-                            return None;
-                        }
-                    }
-                    Ok(events) => {
-                        let items: Vec<_> = events.into_iter().map(Ok).collect();
-                        let end = state.finished;
-                        return Some((futures::stream::iter(items), (bytes, state, end)));
-                    }
-                    Err(e) => {
-                        return Some((futures::stream::iter(vec![Err(e)]), (bytes, state, true)))
-                    }
+                if !items.is_empty() {
+                    let end = state.finished;
+                    return Some((futures::stream::iter(items), (bytes, state, end)));
+                }
+                if state.finished {
+                    return None;
                 }
             }
         },
@@ -428,5 +427,17 @@ mod tests {
         assert!(
             matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message.contains("running the model"))
         );
+    }
+
+    #[test]
+    fn text_in_the_same_chunk_as_an_error_line_is_kept() {
+        let out = run(&[concat!(
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"a\"},\"done\":false}\n",
+            "{\"error\":\"an error was encountered while running the model\"}\n",
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"b\"},\"done\":false}\n",
+        )]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], Ok(Event::Delta("a".into())));
+        assert!(matches!(&out[1], Err(BackendError::Upstream { .. })));
     }
 }
