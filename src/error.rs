@@ -118,6 +118,10 @@ pub enum BackendError {
         status: u16,
         message: String,
     },
+    /// The upstream reported an error inside a response it had started (an Ollama
+    /// `{"error":...}` line, an OpenAI-style error event).
+    #[error("backend `{backend}` failed: {message}")]
+    Failed { backend: String, message: String },
     /// The upstream sent something that does not follow its protocol.
     #[error("{0}")]
     Protocol(String),
@@ -142,7 +146,9 @@ impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         let message = e.to_string();
         match e {
-            BackendError::Connect { .. } | BackendError::Protocol(_) => {
+            BackendError::Connect { .. }
+            | BackendError::Protocol(_)
+            | BackendError::Failed { .. } => {
                 ApiError::new(502, "api_error", message).with_code("upstream_error")
             }
             BackendError::Timeout { .. } => {

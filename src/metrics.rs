@@ -95,6 +95,7 @@ impl Metrics {
             BackendError::Connect { .. } => "connect",
             BackendError::Timeout { .. } => "timeout",
             BackendError::Upstream { .. } => "status",
+            BackendError::Failed { .. } => "failed",
             BackendError::Protocol(_) => "protocol",
             BackendError::InvalidRequest { .. } | BackendError::ShuttingDown => return,
             BackendError::Overloaded { .. } => "overloaded",

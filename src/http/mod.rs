@@ -3,6 +3,7 @@
 
 mod chat;
 mod convert;
+pub use convert::chat_request;
 mod embeddings;
 mod error;
 pub mod extract;

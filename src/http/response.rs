@@ -108,7 +108,7 @@ pub fn completion<'a>(model: &'a str, done: &'a mut Completion) -> ChatCompletio
         })
         .collect();
     let content =
-        (!(done.content.is_empty() && !tool_calls.is_empty())).then_some(done.content.as_str());
+        (!done.content.is_empty() || tool_calls.is_empty()).then_some(done.content.as_str());
     ChatCompletion {
         id: new_id(),
         object: "chat.completion",

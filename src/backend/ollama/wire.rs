@@ -204,9 +204,8 @@ impl State {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| err.to_string());
-            return Err(BackendError::Upstream {
+            return Err(BackendError::Failed {
                 backend: self.backend.clone(),
-                status: 502,
                 message,
             });
         }
@@ -425,7 +424,7 @@ mod tests {
         ]);
         assert_eq!(out.len(), 2);
         assert!(
-            matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message.contains("running the model"))
+            matches!(&out[1], Err(BackendError::Failed { message, .. }) if message.contains("running the model"))
         );
     }
 
@@ -438,6 +437,6 @@ mod tests {
         )]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], Ok(Event::Delta("a".into())));
-        assert!(matches!(&out[1], Err(BackendError::Upstream { .. })));
+        assert!(matches!(&out[1], Err(BackendError::Failed { .. })));
     }
 }

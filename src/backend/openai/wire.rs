@@ -226,9 +226,8 @@ impl State {
             ))
         })?;
         if let Some(err) = chunk.error {
-            return Err(BackendError::Upstream {
+            return Err(BackendError::Failed {
                 backend: self.backend.clone(),
-                status: 502,
                 message: super::upstream::error_message(
                     json!({ "error": err }).to_string().as_bytes(),
                 ),
@@ -409,7 +408,7 @@ mod tests {
             r#"{"error":{"message":"model crashed","type":"server_error"}}"#,
         ]);
         assert!(
-            matches!(&out[1], Err(BackendError::Upstream { message, .. }) if message == "model crashed")
+            matches!(&out[1], Err(BackendError::Failed { message, .. }) if message == "model crashed")
         );
     }
 }
