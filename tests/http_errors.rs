@@ -246,6 +246,15 @@ async fn upstream_failures_map_to_gateway_statuses() {
     assert!(resp.headers().contains_key("retry-after"));
     let (status, _) = error_of(resp).await;
     assert_eq!(status, 429);
+    let resp = gw
+        .post("/v1/chat/completions", &chat_body("f503", "hi"))
+        .await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, err) = error_of(resp).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (503, Some("upstream_overloaded"))
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! A fake OpenAI-compatible upstream (chunks shaped like the OpenAI API reference's
 //! streaming examples). The upstream model name picks the behaviour:
 //! anything else → streams "echo: <last user text>" word by word;
-//! `tool-model` → a streamed `get_current_weather` tool call; `fail-500`, `fail-429` →
+//! `tool-model` → a streamed `get_current_weather` tool call; `fail-500`, `fail-429`, `fail-503` →
 //! error statuses; `fail-mid` → an error event after one chunk; `slow-short` → ten chunks 50 ms apart; `slow` → a chunk every
 //! 20 ms for a long time, flagging `dropped` when its connection goes away; `hang` →
 //! never answers; `stall` → one chunk, then silence.
@@ -137,6 +137,13 @@ async fn chat(
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 Json(json!({"error": {"message": "Rate limit reached for requests", "type": "requests", "param": null, "code": "rate_limit_exceeded"}})),
+            )
+                .into_response()
+        }
+        "fail-503" => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": {"message": "The engine is currently overloaded, please try again later", "type": "server_error", "param": null, "code": null}})),
             )
                 .into_response()
         }

@@ -439,4 +439,37 @@ mod tests {
         assert_eq!(out[0], Ok(Event::Delta("a".into())));
         assert!(matches!(&out[1], Err(BackendError::Failed { .. })));
     }
+
+    proptest::proptest! {
+        /// However the network splits the NDJSON body, the events are the same.
+        #[test]
+        fn events_do_not_depend_on_chunk_boundaries(cuts in proptest::collection::vec(0usize..400, 0..12)) {
+            let body = concat!(
+                "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"Café ☕\"},\"done\":false}\n",
+                "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}]},\"done\":false}\n",
+                "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":4,\"eval_count\":2}\n",
+            ).as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for c in cuts.into_iter().chain([body.len()]) {
+                pieces.push(Ok(Bytes::copy_from_slice(&body[start..c])));
+                start = c;
+            }
+            let out: Vec<Event> = futures::executor::block_on(
+                events("o".into(), futures::stream::iter(pieces)).collect::<Vec<_>>(),
+            )
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+            proptest::prop_assert_eq!(out.len(), 3);
+            proptest::prop_assert_eq!(&out[0], &Event::Delta("Caf\u{e9} \u{2615}".into()));
+            let is_call = matches!(&out[1], Event::ToolCall { arguments, .. } if arguments == "{\"x\":1}");
+            proptest::prop_assert!(is_call);
+            let is_finish = matches!(out[2], Event::Finish { reason: FinishReason::ToolCalls, usage: Some(Usage { prompt_tokens: 4, completion_tokens: 2 }) });
+            proptest::prop_assert!(is_finish);
+        }
+    }
 }

@@ -411,4 +411,40 @@ mod tests {
             matches!(&out[1], Err(BackendError::Failed { message, .. }) if message == "model crashed")
         );
     }
+
+    proptest::proptest! {
+        /// However the network splits the SSE body, the events are the same.
+        #[test]
+        fn events_do_not_depend_on_chunk_boundaries(cuts in proptest::collection::vec(0usize..600, 0..12)) {
+            let body = concat!(
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"été ☕\"}}]}\n\n",
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":\"}}]}}]}\n\n",
+                "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+                "data: [DONE]\n\n",
+            ).as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for c in cuts.into_iter().chain([body.len()]) {
+                pieces.push(Ok(Bytes::copy_from_slice(&body[start..c])));
+                start = c;
+            }
+            let out: Vec<Event> = futures::executor::block_on(
+                events("up".into(), futures::stream::iter(pieces)).collect::<Vec<_>>(),
+            )
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+            proptest::prop_assert_eq!(out.len(), 3);
+            proptest::prop_assert_eq!(&out[0], &Event::Delta("\u{e9}t\u{e9} \u{2615}".into()));
+            let is_call = matches!(&out[1], Event::ToolCall { id: Some(id), arguments, .. } if id == "call_1" && arguments == "{\"x\":");
+            proptest::prop_assert!(is_call);
+            let is_finish = matches!(out[2], Event::Finish { reason: FinishReason::ToolCalls, usage: Some(Usage { prompt_tokens: 3, completion_tokens: 2 }) });
+            proptest::prop_assert!(is_finish);
+        }
+    }
 }
