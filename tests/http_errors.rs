@@ -14,6 +14,7 @@ async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
         ("gpt", "gpt-4o-mini"),
         ("f500", "fail-500"),
         ("f429", "fail-429"),
+        ("f503", "fail-503"),
         ("fmid", "fail-mid"),
         ("stall", "stall"),
     ];
