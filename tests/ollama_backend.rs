@@ -11,7 +11,7 @@ use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, CreateChatCompletionResponse,
     CreateChatCompletionStreamResponse, FinishReason,
 };
-use common::{chat_body, config, fake_ollama, sse_data, Gateway};
+use common::{chat_body, config, fake_ollama, parse_chunks, sse_data, Gateway};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -41,15 +41,6 @@ async fn stream_data(gw: &Gateway, body: &Value) -> Vec<String> {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     sse_data(&resp.text().await.unwrap())
-}
-
-/// The chunks before `[DONE]`, which must be there.
-fn parse_chunks(data: &[String]) -> Vec<CreateChatCompletionStreamResponse> {
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
 }
 
 fn weather_tool() -> Value {

@@ -4,10 +4,9 @@
 mod common;
 
 use async_openai::types::chat::{
-    ChatCompletionMessageToolCalls, CreateChatCompletionResponse,
-    CreateChatCompletionStreamResponse, FinishReason,
+    ChatCompletionMessageToolCalls, CreateChatCompletionResponse, FinishReason,
 };
-use common::{chat_body, config, fake_openai, sse_data, Gateway};
+use common::{chat_body, config, fake_openai, parse_chunks, sse_data, Gateway};
 use serde_json::json;
 
 async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
@@ -66,10 +65,7 @@ async fn streaming_sends_chunks_usage_last_and_done() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let data = sse_data(&resp.text().await.unwrap());
     assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<CreateChatCompletionStreamResponse> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = parse_chunks(&data);
     let id = &chunks[0].id;
     assert!(chunks
         .iter()
@@ -107,10 +103,7 @@ async fn streaming_without_include_usage_has_no_usage_chunk() {
             .await
             .unwrap(),
     );
-    let chunks: Vec<CreateChatCompletionStreamResponse> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = parse_chunks(&data);
     assert!(chunks
         .iter()
         .all(|c| !c.choices.is_empty() && c.usage.is_none()));
@@ -163,10 +156,7 @@ async fn tool_calls_come_back_whole_or_streamed() {
             .await
             .unwrap(),
     );
-    let chunks: Vec<CreateChatCompletionStreamResponse> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = parse_chunks(&data);
     let deltas: Vec<_> = chunks
         .iter()
         .flat_map(|c| &c.choices)

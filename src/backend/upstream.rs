@@ -1,6 +1,7 @@
-//! Plumbing shared by the HTTP backends: the pooled client (TCP_NODELAY on), sending
-//! with a time-to-response bound, mapping transport failures to [`BackendError`], and
-//! a body stream that enforces the read timeout and stops on cancellation.
+//! Plumbing shared by the HTTP backends: [`Upstream`] holds the pooled client
+//! (TCP_NODELAY on) and the timeouts, sends with a time-to-response bound, maps
+//! transport failures to [`BackendError`], and streams bodies under the read timeout
+//! until cancelled.
 
 use std::time::Duration;
 
@@ -11,20 +12,73 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BackendConfig;
 use crate::error::BackendError;
 
-/// A pooled HTTP client for one backend.
-pub fn client(cfg: &BackendConfig) -> Result<reqwest::Client, BackendError> {
-    reqwest::Client::builder()
-        .connect_timeout(cfg.connect_timeout)
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(cfg.max_idle_connections)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| BackendError::Protocol(format!("cannot build HTTP client: {e}")))
+/// One backend's HTTP side: its name (for errors), base URL, client and timeouts.
+pub struct Upstream {
+    pub name: String,
+    pub base: String,
+    pub client: reqwest::Client,
+    request_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(cfg.max_idle_connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| BackendError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        Ok(Upstream {
+            name: name.to_owned(),
+            base: cfg.url.trim_end_matches('/').to_owned(),
+            client,
+            request_timeout: cfg.request_timeout,
+            read_timeout: cfg.read_timeout,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Send and stream the response body; gives up when `cancel` fires first.
+    pub async fn stream(
+        &self,
+        request: reqwest::RequestBuilder,
+        cancel: CancellationToken,
+    ) -> Result<impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static, BackendError>
+    {
+        let response = tokio::select! {
+            r = send(&self.name, request, self.request_timeout) => r?,
+            _ = cancel.cancelled() => return Err(BackendError::Protocol("cancelled".into())),
+        };
+        Ok(body_stream(&self.name, response, self.read_timeout, cancel))
+    }
+
+    /// Send and read the whole response body.
+    pub async fn body(&self, request: reqwest::RequestBuilder) -> Result<Bytes, BackendError> {
+        let response = send(&self.name, request, self.request_timeout).await?;
+        tokio::time::timeout(self.request_timeout, response.bytes())
+            .await
+            .map_err(|_| BackendError::Timeout {
+                backend: self.name.clone(),
+                after: self.request_timeout,
+            })?
+            .map_err(|e| transport_error(&self.name, &e, self.request_timeout))
+    }
+
+    /// A readiness probe: any 2xx within five seconds.
+    pub async fn probe(&self, request: reqwest::RequestBuilder) -> Result<(), BackendError> {
+        let timeout = self.request_timeout.min(Duration::from_secs(5));
+        send(&self.name, request, timeout).await.map(|_| ())
+    }
 }
 
 /// Send a request and wait for the response head, bounded by `timeout`. Non-2xx
 /// answers become `BackendError::Upstream` with the upstream's own message.
-pub async fn send(
+async fn send(
     backend: &str,
     request: reqwest::RequestBuilder,
     timeout: Duration,
@@ -75,7 +129,7 @@ pub fn error_message(body: &[u8]) -> String {
     }
 }
 
-pub fn transport_error(backend: &str, e: &reqwest::Error, timeout: Duration) -> BackendError {
+fn transport_error(backend: &str, e: &reqwest::Error, timeout: Duration) -> BackendError {
     if e.is_timeout() {
         BackendError::Timeout {
             backend: backend.to_owned(),
@@ -102,7 +156,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// The response body as a stream of chunks that fails with `Timeout` when the upstream
 /// is silent for longer than `read_timeout`, and ends when `cancel` fires. Dropping it
 /// drops the upstream connection.
-pub fn body_stream(
+fn body_stream(
     backend: &str,
     response: reqwest::Response,
     read_timeout: Duration,
@@ -136,4 +190,20 @@ pub fn body_stream(
             }
         },
     )
+}
+
+/// Split `body` at the given offsets (modulo its length): how a test feeds a parser the
+/// chunk boundaries a network might produce.
+#[cfg(test)]
+pub fn split_at(body: &[u8], cuts: Vec<usize>) -> Vec<Result<Bytes, BackendError>> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for c in cuts.into_iter().chain([body.len()]) {
+        pieces.push(Ok(Bytes::copy_from_slice(&body[start..c])));
+        start = c;
+    }
+    pieces
 }

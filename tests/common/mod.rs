@@ -110,6 +110,17 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The chunks before `[DONE]`, which must be there, parsed with async-openai's type.
+pub fn parse_chunks(
+    data: &[String],
+) -> Vec<async_openai::types::chat::CreateChatCompletionStreamResponse> {
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// A user message request body.
 pub fn chat_body(model: &str, text: &str) -> serde_json::Value {
     serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": text }] })

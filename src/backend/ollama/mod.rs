@@ -8,27 +8,20 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{upstream, Backend, Deployment};
+use super::upstream::Upstream;
+use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::BackendError;
 
 pub struct OllamaBackend {
-    name: String,
-    base: String,
-    client: reqwest::Client,
-    request_timeout: std::time::Duration,
-    read_timeout: std::time::Duration,
+    http: Upstream,
 }
 
 impl OllamaBackend {
     pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
         Ok(OllamaBackend {
-            name: name.to_owned(),
-            base: cfg.url.trim_end_matches('/').to_owned(),
-            client: upstream::client(cfg)?,
-            request_timeout: cfg.request_timeout,
-            read_timeout: cfg.read_timeout,
+            http: Upstream::new(name, cfg)?,
         })
     }
 }
@@ -36,7 +29,7 @@ impl OllamaBackend {
 #[async_trait]
 impl Backend for OllamaBackend {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     async fn chat(
@@ -47,15 +40,12 @@ impl Backend for OllamaBackend {
     ) -> Result<EventStream, BackendError> {
         let body = wire::chat_body(&request, deployment)?;
         let rb = self
+            .http
             .client
-            .post(format!("{}/api/chat", self.base))
+            .post(self.http.url("/api/chat"))
             .json(&body);
-        let response = tokio::select! {
-            r = upstream::send(&self.name, rb, self.request_timeout) => r?,
-            _ = cancel.cancelled() => return Err(BackendError::Protocol("cancelled".into())),
-        };
-        let bytes = upstream::body_stream(&self.name, response, self.read_timeout, cancel);
-        Ok(wire::events(self.name.clone(), bytes).boxed())
+        let bytes = self.http.stream(rb, cancel).await?;
+        Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
 
     async fn embed(
@@ -65,21 +55,16 @@ impl Backend for OllamaBackend {
     ) -> Result<EmbedResponse, BackendError> {
         let body = wire::embed_body(&request, deployment);
         let rb = self
+            .http
             .client
-            .post(format!("{}/api/embed", self.base))
+            .post(self.http.url("/api/embed"))
             .json(&body);
-        let response = upstream::send(&self.name, rb, self.request_timeout).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| upstream::transport_error(&self.name, &e, self.request_timeout))?;
-        wire::embed_response(&self.name, &bytes)
+        wire::embed_response(&self.http.name, &self.http.body(rb).await?)
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        let rb = self.client.get(format!("{}/api/tags", self.base));
-        upstream::send(&self.name, rb, std::time::Duration::from_secs(5))
+        self.http
+            .probe(self.http.client.get(self.http.url("/api/tags")))
             .await
-            .map(|_| ())
     }
 }

@@ -449,15 +449,7 @@ mod tests {
                 "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}]},\"done\":false}\n",
                 "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":4,\"eval_count\":2}\n",
             ).as_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut pieces = Vec::new();
-            let mut start = 0;
-            for c in cuts.into_iter().chain([body.len()]) {
-                pieces.push(Ok(Bytes::copy_from_slice(&body[start..c])));
-                start = c;
-            }
+            let pieces = crate::backend::upstream::split_at(body, cuts);
             let out: Vec<Event> = futures::executor::block_on(
                 events("o".into(), futures::stream::iter(pieces)).collect::<Vec<_>>(),
             )

@@ -9,34 +9,28 @@ use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use super::{upstream, Backend, Deployment};
+use super::upstream::Upstream;
+use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::BackendError;
 
 pub struct OpenAiBackend {
-    name: String,
-    base: String,
+    http: Upstream,
     api_key: Option<SecretString>,
-    client: reqwest::Client,
-    request_timeout: std::time::Duration,
-    read_timeout: std::time::Duration,
 }
 
 impl OpenAiBackend {
     pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
         Ok(OpenAiBackend {
-            name: name.to_owned(),
-            base: cfg.url.trim_end_matches('/').to_owned(),
+            http: Upstream::new(name, cfg)?,
             api_key: cfg.api_key.clone(),
-            client: upstream::client(cfg)?,
-            request_timeout: cfg.request_timeout,
-            read_timeout: cfg.read_timeout,
         })
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let rb = self.client.post(format!("{}{path}", self.base));
+    /// A request with the upstream key, if one is configured.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.client.request(method, self.http.url(path));
         match &self.api_key {
             Some(key) => rb.bearer_auth(key.expose_secret()),
             None => rb,
@@ -47,7 +41,7 @@ impl OpenAiBackend {
 #[async_trait]
 impl Backend for OpenAiBackend {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     async fn chat(
@@ -57,12 +51,11 @@ impl Backend for OpenAiBackend {
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
         let body = wire::chat_body(&request, deployment);
-        let response = tokio::select! {
-            r = upstream::send(&self.name, self.post("/chat/completions").json(&body), self.request_timeout) => r?,
-            _ = cancel.cancelled() => return Err(BackendError::Protocol("cancelled".into())),
-        };
-        let bytes = upstream::body_stream(&self.name, response, self.read_timeout, cancel);
-        Ok(wire::events(self.name.clone(), bytes).boxed())
+        let rb = self
+            .request(reqwest::Method::POST, "/chat/completions")
+            .json(&body);
+        let bytes = self.http.stream(rb, cancel).await?;
+        Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
 
     async fn embed(
@@ -71,30 +64,15 @@ impl Backend for OpenAiBackend {
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
         let body = wire::embed_body(&request, deployment);
-        let response = upstream::send(
-            &self.name,
-            self.post("/embeddings").json(&body),
-            self.request_timeout,
-        )
-        .await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| upstream::transport_error(&self.name, &e, self.request_timeout))?;
-        wire::embed_response(&self.name, &bytes)
+        let rb = self
+            .request(reqwest::Method::POST, "/embeddings")
+            .json(&body);
+        wire::embed_response(&self.http.name, &self.http.body(rb).await?)
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        let mut rb = self.client.get(format!("{}/models", self.base));
-        if let Some(key) = &self.api_key {
-            rb = rb.bearer_auth(key.expose_secret());
-        }
-        upstream::send(
-            &self.name,
-            rb,
-            self.request_timeout.min(std::time::Duration::from_secs(5)),
-        )
-        .await
-        .map(|_| ())
+        self.http
+            .probe(self.request(reqwest::Method::GET, "/models"))
+            .await
     }
 }

@@ -228,7 +228,7 @@ impl State {
         if let Some(err) = chunk.error {
             return Err(BackendError::Failed {
                 backend: self.backend.clone(),
-                message: super::upstream::error_message(
+                message: crate::backend::upstream::error_message(
                     json!({ "error": err }).to_string().as_bytes(),
                 ),
             });
@@ -424,15 +424,7 @@ mod tests {
                 "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
                 "data: [DONE]\n\n",
             ).as_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut pieces = Vec::new();
-            let mut start = 0;
-            for c in cuts.into_iter().chain([body.len()]) {
-                pieces.push(Ok(Bytes::copy_from_slice(&body[start..c])));
-                start = c;
-            }
+            let pieces = crate::backend::upstream::split_at(body, cuts);
             let out: Vec<Event> = futures::executor::block_on(
                 events("up".into(), futures::stream::iter(pieces)).collect::<Vec<_>>(),
             )
