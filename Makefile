@@ -43,3 +43,8 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 clean:
 	rm -rf target $(VENV)
+
+# Latency sluice adds over calling the upstream directly at 2,000 req/s, and its peak
+# memory (see loadtest/README.md). Not part of `make test`.
+bench-latency:
+	loadtest/latency.sh

@@ -88,13 +88,24 @@ fn init_tracing(format: &str) {
     }
 }
 
-#[tokio::main]
-async fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut config = sluice::config::load(&config_path)
         .with_context(|| format!("loading {}", config_path.display()))?;
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.server.worker_threads {
+        runtime.worker_threads(n);
+    }
+    runtime
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve_on(config))
+}
+
+async fn serve_on(config: sluice::config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -26,6 +26,8 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
+            // A gateway forwards; it does not wander off to wherever an upstream points.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(cfg.max_idle_connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
@@ -39,8 +41,14 @@ impl Upstream {
         })
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// An endpoint under the base URL, parsed once at start-up rather than per request.
+    pub fn endpoint(&self, path: &str) -> Result<reqwest::Url, BackendError> {
+        reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|e| {
+            BackendError::Protocol(format!(
+                "backend `{}`: bad URL {}{path}: {e}",
+                self.name, self.base
+            ))
+        })
     }
 
     /// Send and stream the response body; gives up when `cancel` fires first.

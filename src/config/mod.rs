@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// How long in-flight requests may run on after SIGTERM / ctrl-c.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Async runtime worker threads; unset means one per CPU core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +50,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            worker_threads: None,
         }
     }
 }

@@ -16,6 +16,13 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
         );
     }
 
+    if config.server.worker_threads == Some(0) {
+        issue(
+            "server.worker_threads".into(),
+            "must be at least 1 (or unset for one per core)".into(),
+        );
+    }
+
     let mut hashes = HashSet::new();
     for (i, key) in config.auth.keys.iter().enumerate() {
         let path = format!("auth.keys[{i}]");

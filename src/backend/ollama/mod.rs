@@ -16,12 +16,19 @@ use crate::error::BackendError;
 
 pub struct OllamaBackend {
     http: Upstream,
+    chat_url: reqwest::Url,
+    embed_url: reqwest::Url,
+    tags_url: reqwest::Url,
 }
 
 impl OllamaBackend {
     pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
+        let http = Upstream::new(name, cfg)?;
         Ok(OllamaBackend {
-            http: Upstream::new(name, cfg)?,
+            chat_url: http.endpoint("/api/chat")?,
+            embed_url: http.endpoint("/api/embed")?,
+            tags_url: http.endpoint("/api/tags")?,
+            http,
         })
     }
 }
@@ -39,11 +46,7 @@ impl Backend for OllamaBackend {
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
         let body = wire::chat_body(&request, deployment)?;
-        let rb = self
-            .http
-            .client
-            .post(self.http.url("/api/chat"))
-            .json(&body);
+        let rb = self.http.client.post(self.chat_url.clone()).json(&body);
         let bytes = self.http.stream(rb, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
@@ -54,17 +57,13 @@ impl Backend for OllamaBackend {
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
         let body = wire::embed_body(&request, deployment);
-        let rb = self
-            .http
-            .client
-            .post(self.http.url("/api/embed"))
-            .json(&body);
+        let rb = self.http.client.post(self.embed_url.clone()).json(&body);
         wire::embed_response(&self.http.name, &self.http.body(rb).await?)
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
         self.http
-            .probe(self.http.client.get(self.http.url("/api/tags")))
+            .probe(self.http.client.get(self.tags_url.clone()))
             .await
     }
 }

@@ -18,19 +18,26 @@ use crate::error::BackendError;
 pub struct OpenAiBackend {
     http: Upstream,
     api_key: Option<SecretString>,
+    chat_url: reqwest::Url,
+    embed_url: reqwest::Url,
+    models_url: reqwest::Url,
 }
 
 impl OpenAiBackend {
     pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
+        let http = Upstream::new(name, cfg)?;
         Ok(OpenAiBackend {
-            http: Upstream::new(name, cfg)?,
+            chat_url: http.endpoint("/chat/completions")?,
+            embed_url: http.endpoint("/embeddings")?,
+            models_url: http.endpoint("/models")?,
             api_key: cfg.api_key.clone(),
+            http,
         })
     }
 
     /// A request with the upstream key, if one is configured.
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb = self.http.client.request(method, self.http.url(path));
+    fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
+        let rb = self.http.client.request(method, url.clone());
         match &self.api_key {
             Some(key) => rb.bearer_auth(key.expose_secret()),
             None => rb,
@@ -52,7 +59,7 @@ impl Backend for OpenAiBackend {
     ) -> Result<EventStream, BackendError> {
         let body = wire::chat_body(&request, deployment);
         let rb = self
-            .request(reqwest::Method::POST, "/chat/completions")
+            .request(reqwest::Method::POST, &self.chat_url)
             .json(&body);
         let bytes = self.http.stream(rb, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
@@ -65,14 +72,14 @@ impl Backend for OpenAiBackend {
     ) -> Result<EmbedResponse, BackendError> {
         let body = wire::embed_body(&request, deployment);
         let rb = self
-            .request(reqwest::Method::POST, "/embeddings")
+            .request(reqwest::Method::POST, &self.embed_url)
             .json(&body);
         wire::embed_response(&self.http.name, &self.http.body(rb).await?)
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
         self.http
-            .probe(self.request(reqwest::Method::GET, "/models"))
+            .probe(self.request(reqwest::Method::GET, &self.models_url))
             .await
     }
 }
