@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 
 use super::extract::OpenAiJson;
-use super::layers::ModelLabel;
+use super::layers::labelled;
 use super::{convert, response, sse, AppState};
 use crate::domain::collect;
 use crate::error::{ApiError, BackendError};
@@ -23,13 +23,8 @@ pub async fn completions(
     Extension(tenant): Extension<Tenant>,
     OpenAiJson(wire): OpenAiJson<CreateChatCompletionRequest>,
 ) -> Response {
-    let label = ModelLabel(state.pipeline.model_label(&wire.model).to_owned());
-    let mut response = match handle(&state, &tenant, wire).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(label);
-    response
+    let label = state.pipeline.model_label(&wire.model).to_owned();
+    labelled(&label, handle(&state, &tenant, wire).await)
 }
 
 async fn handle(

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::extract::OpenAiJson;
-use super::layers::ModelLabel;
+use super::layers::labelled;
 use super::AppState;
 use crate::domain::EmbedRequest;
 use crate::error::ApiError;
@@ -22,13 +22,9 @@ pub async fn create(
     Extension(tenant): Extension<Tenant>,
     OpenAiJson(wire): OpenAiJson<CreateEmbeddingRequest>,
 ) -> Response {
-    let label = ModelLabel(state.pipeline.model_label(&wire.model).to_owned());
-    let mut response = match handle(&state, &tenant, wire).await {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(label);
-    response
+    let label = state.pipeline.model_label(&wire.model).to_owned();
+    let outcome = handle(&state, &tenant, wire).await;
+    labelled(&label, outcome.map(|body| Json(body).into_response()))
 }
 
 async fn handle(

@@ -23,6 +23,15 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct ModelLabel(pub String);
 
+/// A handler's outcome as a response labelled with the model it was for.
+pub fn labelled(model: &str, outcome: Result<Response, ApiError>) -> Response {
+    let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
+    response
+        .extensions_mut()
+        .insert(ModelLabel(model.to_owned()));
+    response
+}
+
 pub async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
