@@ -8,7 +8,8 @@ on examples/sales.db), and the current time through `current_time`.
     python training/data.py                 # writes training/work/{train,eval}.jsonl
     python training/data.py --preview 10    # prints rendered examples
 
-A conversation is {"kind", "intent", "tools", "messages"} with OpenAI-style messages;
+A conversation is {"kind", "intent", "tools", "messages"} with OpenAI-style messages
+(eval conversations also carry "heldout": "phrasing" or "combination", see below);
 an assistant tool call is
     {"role": "assistant", "content": "", "tool_calls": [{"id": "call_..", "type": "function",
      "function": {"name": "calculator", "arguments": {"expression": "37 * 12"}}}]}
@@ -91,10 +92,14 @@ class Q:
         self.user, self.reply = user, reply
         self.tool, self.args, self.result, self.answer = tool, args, result, answer
 
-    def heldout(self) -> bool:
+    def heldout(self) -> str | None:
+        """Why this question belongs to the eval set ("phrasing": a phrasing never used in
+        training; "combination": an unseen phrasing/slot combination), or None."""
         if self.n_phrasings >= 4 and self.phrasing_idx == self.n_phrasings - 1:
-            return True
-        return _stable_hash((self.intent, self.phrasing_idx, self.slots)) % HOLDOUT_BUCKETS == 0
+            return "phrasing"
+        if _stable_hash((self.intent, self.phrasing_idx, self.slots)) % HOLDOUT_BUCKETS == 0:
+            return "combination"
+        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -692,14 +697,30 @@ def generate(n: int, seed: int = SEED, heldout: bool = False, exclude: set[str] 
     `unique` each tool-call prompt appears once."""
     rng = random.Random(seed)
     kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
+    # exact quotas per kind, so that both sets have the same mix
+    quota = {k: int(n * w) for k, w in KIND_WEIGHTS.items()}
+    quota[max(KIND_WEIGHTS, key=KIND_WEIGHTS.get)] += n - sum(quota.values())
+    # eval: about half of each kind with held-out phrasings, half with held-out combinations
+    by_reason = {(k, r): (quota[k] + (r == "phrasing")) // 2 for k in kinds for r in ("phrasing", "combination")}
     seen: set[str] = set()
     out = []
+    attempts = 0
     while len(out) < n:
+        attempts += 1
         kind = rng.choices(kinds, weights)[0]
-        q = GENERATORS[kind](rng)
-        if q.heldout() != heldout:
+        if quota[kind] == 0:
             continue
+        q = GENERATORS[kind](rng)
+        reason = q.heldout()
+        if (reason is not None) != heldout:
+            continue
+        if heldout and by_reason[kind, reason] <= 0 and attempts < 50 * n:
+            continue
+        if heldout:
+            by_reason[kind, reason] -= 1
         conv = _to_conversation(q, rng)
+        if heldout:
+            conv["heldout"] = reason
         text = user_text(conv)
         if exclude and text in exclude:
             continue
@@ -707,6 +728,7 @@ def generate(n: int, seed: int = SEED, heldout: bool = False, exclude: set[str] 
             if text in seen:
                 continue
             seen.add(text)
+        quota[kind] -= 1
         out.append(conv)
     return out
 
