@@ -8,7 +8,7 @@ CONFIG  ?= config/sluice.toml
 VENV    := .venv
 PY      := $(VENV)/bin/python
 
-.PHONY: run build test test-rust test-python venv bench-latency check-config clean
+.PHONY: run build test test-rust test-python venv bench-latency check-config model clean
 
 run: build
 	./target/release/sluice serve --config $(CONFIG)
@@ -48,3 +48,22 @@ clean:
 # memory (see loadtest/README.md). Not part of `make test`.
 bench-latency:
 	loadtest/latency.sh
+
+# Rebuild the bundled demo model models/sluice-tiny from scratch (about 20 minutes on
+# 2 cores; not part of `make test`). See models/sluice-tiny/MODEL_CARD.md.
+TRAIN_VENV := training/.venv
+TRAIN_PY   := $(TRAIN_VENV)/bin/python
+
+model: $(TRAIN_VENV)/.installed
+	$(TRAIN_PY) training/sales_db.py
+	$(TRAIN_PY) training/data.py
+	$(TRAIN_PY) training/tokenizer.py
+	$(TRAIN_PY) training/train.py
+	$(TRAIN_PY) training/export.py
+	$(TRAIN_PY) training/evaluate.py
+	$(TRAIN_PY) training/model_card.py
+
+$(TRAIN_VENV)/.installed: training/requirements.txt
+	python3 -m venv $(TRAIN_VENV)
+	$(TRAIN_PY) -m pip install --quiet --disable-pip-version-check -r training/requirements.txt
+	touch $@
