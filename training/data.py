@@ -5,7 +5,14 @@ greetings and small talk, arithmetic through `calculator`, questions about the d
 sales database through `sql_query` (the tool result is the real result of the query
 on examples/sales.db), and the current time through `current_time`.
 
+This file is the generator core: it mixes the kinds of question, turns them into
+conversations, splits train/eval and tokenizes training examples. The questions of each
+kind come from data_chat.py, data_calc.py, data_sql.py and data_time.py (the question
+type `Q` and the hold-out rule are in data_question.py); `calc`, `gen_*` and friends are
+re-exported here.
+
     python training/data.py                 # writes training/work/{train,eval}.jsonl
+    python training/data.py --out DIR       # writes DIR/{train,eval}.jsonl instead
     python training/data.py --preview 10    # prints rendered examples
 
 A conversation is {"kind", "intent", "tools", "messages"} with OpenAI-style messages
@@ -26,26 +33,23 @@ rest use unseen phrasing/slot combinations.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import operator
 import random
 import statistics
 import sys
-import zlib
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     IM_END, MODEL_DIR, SEED, SPECIAL_TOKENS, TOOLS, WORK_DIR, render,
 )
-import sales_db  # noqa: E402
-from sales_db import CATEGORIES, COUNTRIES, CUSTOMERS, MONTHS, PRODUCTS  # noqa: E402
+from data_calc import calc, format_number, gen_calculator  # noqa: E402,F401  (re-exported)
+from data_chat import CHAT, FACTS, gen_chat  # noqa: E402,F401
+from data_question import HOLDOUT_BUCKETS, Q, _pick, _stable_hash  # noqa: E402,F401
+from data_sql import SQL_INTENTS, gen_sql  # noqa: E402,F401
+from data_time import CITIES, gen_time  # noqa: E402,F401
 
 KIND_WEIGHTS = {"chat": 0.15, "calculator": 0.30, "sql": 0.35, "time": 0.20}
-HOLDOUT_BUCKETS = 8  # 1 in 8 slot combinations is held out
 N_TRAIN = 30000
 N_EVAL = 600
 
@@ -60,10 +64,6 @@ SYSTEM_PROMPTS = [
 # helpers
 
 
-def _stable_hash(key) -> int:
-    return zlib.crc32(repr(key).encode())
-
-
 def _vary(text: str, rng: random.Random) -> str:
     """Small surface variation of a user prompt: lowercase start, dropped final mark."""
     if rng.random() < 0.2 and text[:1].isupper() and not text.startswith("I "):
@@ -71,577 +71,6 @@ def _vary(text: str, rng: random.Random) -> str:
     if rng.random() < 0.15 and text[-1:] in "?.!" and len(text) > 3:
         text = text[:-1]
     return text
-
-
-def _pick(rng: random.Random, phrasings: list[str]) -> tuple[int, str]:
-    i = rng.randrange(len(phrasings))
-    return i, phrasings[i]
-
-
-def _heldout_phrasing(i: int, phrasings: list) -> bool:
-    return len(phrasings) >= 4 and i == len(phrasings) - 1
-
-
-class Q:
-    """One generated question: its messages plus the hold-out key."""
-
-    def __init__(self, kind, intent, phrasing_idx, n_phrasings, slots, user, reply=None,
-                 tool=None, args=None, result=None, answer=None):
-        self.kind, self.intent = kind, intent
-        self.phrasing_idx, self.n_phrasings, self.slots = phrasing_idx, n_phrasings, slots
-        self.user, self.reply = user, reply
-        self.tool, self.args, self.result, self.answer = tool, args, result, answer
-
-    def heldout(self) -> str | None:
-        """Why this question belongs to the eval set ("phrasing": a phrasing never used in
-        training; "combination": an unseen phrasing/slot combination), or None."""
-        if self.n_phrasings >= 4 and self.phrasing_idx == self.n_phrasings - 1:
-            return "phrasing"
-        if _stable_hash((self.intent, self.phrasing_idx, self.slots)) % HOLDOUT_BUCKETS == 0:
-            return "combination"
-        return None
-
-
-# ---------------------------------------------------------------------------------------
-# chat / small talk (answered directly, with or without tools offered)
-
-CHAT = {
-    "greeting": (
-        ["Hi", "Hello", "Hey", "Hello there!", "Hi!", "Good morning", "Good evening", "Hey there",
-         "Hi there!", "Greetings", "Good afternoon", "Howdy"],
-        ["Hello! How can I help you today?", "Hi! What can I do for you?",
-         "Hello! What can I help you with?"],
-    ),
-    "how_are_you": (
-        ["How are you?", "How are you doing?", "How's it going?", "Hi, how are you?",
-         "How are things?"],
-        ["I'm doing well, thanks! How can I help?", "I'm fine, thank you. What can I do for you?"],
-    ),
-    "who": (
-        ["Who are you?", "What are you?", "What is your name?", "What's your name?",
-         "Introduce yourself.", "Tell me about yourself."],
-        ["I am sluice-tiny, a small demo assistant. I can do arithmetic, query the sales database and tell the time.",
-         "I'm sluice-tiny, a small demo model. I can calculate, look things up in the sales database and tell the time."],
-    ),
-    "capabilities": (
-        ["What can you do?", "How can you help me?", "What are you able to do?",
-         "What tools do you have?", "What can I ask you?"],
-        ["I can do arithmetic, answer questions about the sales database and tell you the current time.",
-         "I can calculate, query the sales database and tell the time. Just ask!"],
-    ),
-    "thanks": (
-        ["Thanks", "Thank you!", "Thanks a lot!", "Great, thanks!", "Thank you very much.",
-         "Cheers", "Many thanks!"],
-        ["You're welcome!", "Happy to help!", "You're welcome. Anything else?"],
-    ),
-    "bye": (
-        ["Bye", "Goodbye!", "See you later!", "That's all, bye.", "Bye for now", "Good night!"],
-        ["Goodbye!", "Bye! Have a nice day.", "See you!"],
-    ),
-    "ack": (
-        ["OK", "Okay.", "Cool", "Nice!", "Great", "Alright."],
-        ["Glad to help. Anything else?", "Okay! Let me know if you need anything else."],
-    ),
-}
-
-# (question, answer); yes/no and short facts that need no tool.
-FACTS = [
-    ("Is the sky blue?", "Yes."),
-    ("Is water wet?", "Yes."),
-    ("Is the sun cold?", "No, the sun is very hot."),
-    ("Is ice hot?", "No, ice is cold."),
-    ("Can fish fly?", "No, most fish cannot fly."),
-    ("Do birds have wings?", "Yes, birds have wings."),
-    ("Is snow white?", "Yes, snow is white."),
-    ("Is the moon made of cheese?", "No."),
-    ("Is Paris in France?", "Yes, Paris is the capital of France."),
-    ("Is Tokyo in Japan?", "Yes, Tokyo is the capital of Japan."),
-    ("Is Berlin in Spain?", "No, Berlin is in Germany."),
-    ("Are cats animals?", "Yes."),
-    ("Is a week seven days long?", "Yes, a week has seven days."),
-    ("Does a triangle have four sides?", "No, a triangle has three sides."),
-    ("Can you help me?", "Yes, of course. What do you need?"),
-    ("Are you a human?", "No, I am sluice-tiny, a small demo assistant."),
-    ("Are you a robot?", "I am a small language model, sluice-tiny."),
-    ("What color is the sky?", "The sky is blue."),
-    ("How many days are in a week?", "There are seven days in a week."),
-    ("How many legs does a dog have?", "A dog has four legs."),
-    ("What color is grass?", "Grass is green."),
-    ("Which is bigger, the sun or the moon?", "The sun is much bigger than the moon."),
-    ("What is the capital of France?", "The capital of France is Paris."),
-    ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
-    ("What do bees make?", "Bees make honey."),
-    ("Is it day at noon?", "Yes."),
-]
-
-
-def gen_chat(rng: random.Random) -> Q:
-    if rng.random() < 0.35:
-        i = rng.randrange(len(FACTS))
-        q, a = FACTS[i]
-        # Facts: a question is held out as a whole (every 6th).
-        return Q("chat", "fact", 0 if i % 6 else 3, 4, (), q, reply=a)
-    intent = rng.choice(list(CHAT))
-    phrasings, replies = CHAT[intent]
-    i, text = _pick(rng, phrasings)
-    return Q("chat", intent, i, len(phrasings), (), text, reply=rng.choice(replies))
-
-
-# ---------------------------------------------------------------------------------------
-# arithmetic through `calculator`
-
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-
-
-def _eval(node):
-    if isinstance(node, ast.Expression):
-        return _eval(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_eval(node.left), _eval(node.right))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval(node.operand)
-    raise ValueError("unsupported expression")
-
-
-def format_number(v) -> str:
-    """How the calculator tool prints a number: integers plainly, otherwise rounded to
-    6 decimals with trailing zeros removed."""
-    if isinstance(v, int):
-        return str(v)
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    s = f"{v:.6f}".rstrip("0").rstrip(".")
-    return "0" if s == "-0" else s
-
-
-def calc(expression: str) -> str:
-    """Evaluate an arithmetic expression (+ - * / parentheses) as the calculator tool does."""
-    return format_number(_eval(ast.parse(expression, mode="eval")))
-
-
-def _int(rng, hi=None):
-    hi = hi or rng.choice([10, 20, 50, 100, 100, 1000, 1000, 10000])
-    return rng.randint(1, hi)
-
-
-def _dec(rng):
-    return str(round(rng.uniform(0.1, 100), rng.choice([1, 1, 2])))
-
-
-def _num(rng):
-    return _dec(rng) if rng.random() < 0.2 else str(_int(rng))
-
-
-SYM = {"+": ["+"], "-": ["-"], "*": ["*", "*", "x", "times"], "/": ["/", "/", "divided by"]}
-WORD = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
-
-# phrasings of "a OP b" with the operator written as symbol/word ({op})
-BIN_PHRASINGS = [
-    "What is {a} {op} {b}?",
-    "What's {a} {op} {b}?",
-    "Calculate {a} {op} {b}.",
-    "How much is {a} {op} {b}?",
-    "Compute {a} {op} {b}",
-    "{a} {op} {b} = ?",
-    "Can you work out {a} {op} {b}?",
-    "Please calculate {a} {op} {b}.",
-]
-# phrasings tied to one operator
-OP_PHRASINGS = {
-    "+": ["Add {a} and {b}.", "What is the sum of {a} and {b}?", "What do you get if you add {a} to {b}?",
-          "Sum {a} and {b}."],
-    "-": ["Subtract {b} from {a}.", "What is {a} take away {b}?", "What do you get if you subtract {b} from {a}?",
-          "Take {b} away from {a}."],
-    "*": ["Multiply {a} by {b}.", "What is the product of {a} and {b}?", "What do you get if you multiply {a} by {b}?",
-          "Multiply {a} and {b}."],
-    "/": ["Divide {a} by {b}.", "What is {a} over {b}?", "What do you get if you divide {a} by {b}?",
-          "Split {a} into {b} equal parts. How big is each?"],
-}
-PCT_PHRASINGS = ["What is {p}% of {x}?", "Calculate {p}% of {x}.", "How much is {p} percent of {x}?",
-                 "What's {p}% of {x}?", "Find {p} percent of {x}."]
-TRI_PHRASINGS = ["What is {e}?", "Calculate {e}.", "Compute {e}", "How much is {e}?", "Evaluate {e}."]
-SQUARE_PHRASINGS = ["What is {a} squared?", "What is the square of {a}?", "Square {a}."]
-
-CALC_ANSWERS = ["{e} = {r}.", "{e} = {r}.", "The answer is {r}.", "It's {r}.", "The result is {r}.", "{r}"]
-PCT_ANSWERS = ["{p}% of {x} is {r}.", "It's {r}.", "The answer is {r}."]
-
-
-def gen_calculator(rng: random.Random) -> Q:
-    r = rng.random()
-    if r < 0.45:
-        op = rng.choice("+-*/")
-        a, b = _num(rng), _num(rng)
-        if op == "*" and rng.random() < 0.6:
-            a, b = str(_int(rng, 100)), str(_int(rng, rng.choice([12, 50, 100])))
-        i, ph = _pick(rng, BIN_PHRASINGS)
-        sym = rng.choice(SYM[op] + [WORD[op]])
-        user = ph.format(a=a, b=b, op=sym)
-        e = f"{a} {op} {b}"
-        intent, n, slots = "binary", len(BIN_PHRASINGS), (a, op, b)
-        ans = rng.choice(CALC_ANSWERS).format(e=e, r="{r}")
-    elif r < 0.7:
-        op = rng.choice("+-*/")
-        a, b = _num(rng), _num(rng)
-        i, ph = _pick(rng, OP_PHRASINGS[op])
-        user = ph.format(a=a, b=b)
-        e = f"{a} {op} {b}"
-        intent, n, slots = "op_" + op, len(OP_PHRASINGS[op]), (a, b)
-        ans = rng.choice(CALC_ANSWERS).format(e=e, r="{r}")
-    elif r < 0.82:
-        p = rng.choice([str(rng.randint(1, 99)), str(rng.choice([5, 10, 15, 20, 25, 50, 75])), _dec(rng)[:4].rstrip(".")])
-        x = str(_int(rng, rng.choice([100, 1000, 10000])))
-        i, ph = _pick(rng, PCT_PHRASINGS)
-        user = ph.format(p=p, x=x)
-        e = f"{x} * {p} / 100"
-        intent, n, slots = "percent", len(PCT_PHRASINGS), (p, x)
-        ans = rng.choice(PCT_ANSWERS).format(p=p, x=x, r="{r}")
-    elif r < 0.95:
-        a, b, c = (str(_int(rng, 100)) for _ in range(3))
-        o1, o2 = rng.choice("+-*/"), rng.choice("+-*")
-        form = rng.randrange(3)
-        if form == 0:
-            e = f"({a} {o1} {b}) {o2} {c}"
-        elif form == 1:
-            e = f"{a} {o2} ({b} {o1} {c})"
-        else:
-            e = f"{a} {o1} {b} {o2} {c}"
-        i, ph = _pick(rng, TRI_PHRASINGS)
-        user = ph.format(e=e)
-        intent, n, slots = "three", len(TRI_PHRASINGS), (e,)
-        ans = rng.choice(CALC_ANSWERS).format(e=e, r="{r}")
-    else:
-        a = str(_int(rng, 100))
-        i, ph = _pick(rng, SQUARE_PHRASINGS)
-        user = ph.format(a=a)
-        e = f"{a} * {a}"
-        intent, n, slots = "square", len(SQUARE_PHRASINGS), (a,)
-        ans = rng.choice(CALC_ANSWERS).format(e=e, r="{r}")
-    try:
-        result = calc(e)
-    except ZeroDivisionError:
-        return gen_calculator(rng)
-    return Q("calculator", intent, i, n, slots, user, tool="calculator",
-             args={"expression": e}, result=result, answer=ans.format(r=result))
-
-
-# ---------------------------------------------------------------------------------------
-# sales database through `sql_query`
-
-J_P = "FROM orders JOIN products ON orders.product_id = products.id"
-J_C = "FROM orders JOIN customers ON orders.customer_id = customers.id"
-J_PC = J_P + " JOIN customers ON orders.customer_id = customers.id"
-REV = "SUM(orders.quantity * products.price)"
-
-PLURAL = {"Widget": "Widgets", "Puzzle": "Puzzles", "Kite": "Kites", "Gadget": "Gadgets",
-          "Sensor": "Sensors", "Cable": "Cables", "Hammer": "Hammers", "Wrench": "Wrenches",
-          "Drill": "Drills", "Lamp": "Lamps", "Chair": "Chairs", "Table": "Tables"}
-PRODUCT_NAMES = [p[0] for p in PRODUCTS]
-GENERIC_SQL_ANSWERS = ["The result is {r}.", "The answer is {r}."]
-
-
-def _slot_country(rng):
-    return {"country": rng.choice(COUNTRIES)}
-
-
-def _slot_product(rng):
-    p = rng.choice(PRODUCT_NAMES)
-    return {"product": p, "products": PLURAL[p]}
-
-
-def _slot_category(rng):
-    return {"category": rng.choice(CATEGORIES)}
-
-
-def _slot_month(rng):
-    m = rng.randrange(12)
-    return {"month": MONTHS[m], "mm": f"{m + 1:02d}"}
-
-
-def _slot_customer(rng):
-    return {"customer": rng.choice(CUSTOMERS)}
-
-
-def _slot_n(rng):
-    return {"n": rng.choice([2, 3, 3, 4, 5])}
-
-
-def _slots(*fns):
-    def sample(rng):
-        d = {}
-        for f in fns:
-            d.update(f(rng))
-        return d
-    return sample
-
-
-# intent: (slot sampler, phrasings, SQL template, answer templates)
-SQL_INTENTS = {
-    "count_orders": (_slots(), [
-        "How many orders are there?", "How many orders do we have?", "What is the total number of orders?",
-        "Count the orders.", "How many orders are in the database?"],
-        "SELECT COUNT(*) FROM orders",
-        ["There are {r} orders.", "We have {r} orders in total."]),
-    "count_customers": (_slots(), [
-        "How many customers are there?", "How many customers do we have?", "What is the number of customers?",
-        "Count the customers.", "How many customers are in the database?"],
-        "SELECT COUNT(*) FROM customers",
-        ["There are {r} customers.", "We have {r} customers."]),
-    "count_products": (_slots(), [
-        "How many products are there?", "How many products do we sell?", "Count the products.",
-        "What is the number of products?"],
-        "SELECT COUNT(*) FROM products",
-        ["There are {r} products.", "We sell {r} products."]),
-    "customers_in_country": (_slot_country, [
-        "How many customers are in {country}?", "How many customers do we have in {country}?",
-        "Number of customers from {country}?", "Count the customers in {country}.",
-        "How many of our customers live in {country}?"],
-        "SELECT COUNT(*) FROM customers WHERE country = '{country}'",
-        ["There are {r} customers in {country}.", "{country} has {r} customers."]),
-    "customer_names_in_country": (_slot_country, [
-        "Which customers are from {country}?", "List the customers in {country}.",
-        "Who are our customers in {country}?", "Name the customers from {country}."],
-        "SELECT name FROM customers WHERE country = '{country}' ORDER BY name",
-        ["The customers in {country} are {r}.", "Customers from {country}: {r}."]),
-    "orders_from_country": (_slot_country, [
-        "How many orders came from {country}?", "How many orders were placed by customers in {country}?",
-        "Number of orders from {country}?", "How many orders do we have from {country}?",
-        "Count the orders from {country}."],
-        f"SELECT COUNT(*) {J_C} WHERE customers.country = '{{country}}'",
-        ["There were {r} orders from {country}.", "Customers in {country} placed {r} orders."]),
-    "orders_in_month": (_slot_month, [
-        "How many orders were placed in {month}?", "How many orders did we get in {month} 2024?",
-        "Number of orders in {month}?", "How many orders were there in {month}?",
-        "Count the orders from {month} 2024."],
-        "SELECT COUNT(*) FROM orders WHERE order_date LIKE '2024-{mm}-%'",
-        ["There were {r} orders in {month}.", "We got {r} orders in {month} 2024."]),
-    "orders_of_customer": (_slot_customer, [
-        "How many orders did {customer} place?", "How many orders has {customer} made?",
-        "Number of orders by {customer}?", "How many times did {customer} order?"],
-        f"SELECT COUNT(*) {J_C} WHERE customers.name = '{{customer}}'",
-        ["{customer} placed {r} orders.", "{customer} has {r} orders."]),
-    "country_of_customer": (_slot_customer, [
-        "Which country is {customer} from?", "Where is customer {customer} based?",
-        "What country does {customer} live in?", "In which country is {customer}?"],
-        "SELECT country FROM customers WHERE name = '{customer}'",
-        ["{customer} is from {r}.", "{customer} is based in {r}."]),
-    "units_product": (_slot_product, [
-        "How many units of {product} were sold?", "How many {products} did we sell?",
-        "What is the total quantity of {product} sold?", "How many {products} were sold?",
-        "Units sold of {product}?"],
-        f"SELECT SUM(orders.quantity) {J_P} WHERE products.name = '{{product}}'",
-        ["We sold {r} units of {product}.", "{r} {products} were sold."]),
-    "units_product_country": (_slots(_slot_product, _slot_country), [
-        "How many {products} were sold in {country}?", "How many units of {product} did customers in {country} buy?",
-        "How many {products} did we sell to {country}?", "Units of {product} sold in {country}?"],
-        f"SELECT SUM(orders.quantity) {J_PC} WHERE products.name = '{{product}}' AND customers.country = '{{country}}'",
-        ["Units of {product} sold in {country}: {r}.", "Customers in {country} bought {r} units of {product}."]),
-    "revenue_total": (_slots(), [
-        "What is the total revenue?", "How much revenue did we make in total?", "What is our total revenue?",
-        "How much money did we make?", "Total revenue?"],
-        f"SELECT {REV} {J_P}",
-        ["The total revenue is {r}.", "We made {r} in total."]),
-    "revenue_product": (_slot_product, [
-        "What is the revenue from {product}?", "How much revenue did {product} bring in?",
-        "How much money did we make from {products}?", "Revenue of {product}?",
-        "What did {products} earn us?"],
-        f"SELECT {REV} {J_P} WHERE products.name = '{{product}}'",
-        ["{product} brought in {r}.", "The revenue from {product} is {r}."]),
-    "revenue_category": (_slot_category, [
-        "What is the revenue of the {category} category?", "How much did we earn from {category}?",
-        "Revenue for {category} products?", "How much money did {category} products make?",
-        "What did the {category} category earn?"],
-        f"SELECT {REV} {J_P} WHERE products.category = '{{category}}'",
-        ["The {category} category earned {r}.", "Revenue from {category} is {r}."]),
-    "revenue_country": (_slot_country, [
-        "What is the revenue from {country}?", "How much revenue came from customers in {country}?",
-        "How much did customers in {country} spend?", "Revenue from {country}?",
-        "How much money did we make in {country}?"],
-        f"SELECT {REV} {J_PC} WHERE customers.country = '{{country}}'",
-        ["The revenue from {country} is {r}.", "Customers in {country} spent {r}."]),
-    "revenue_month": (_slot_month, [
-        "What was the revenue in {month}?", "How much did we earn in {month} 2024?",
-        "Revenue for {month}?", "How much money did we make in {month}?"],
-        f"SELECT {REV} {J_P} WHERE orders.order_date LIKE '2024-{{mm}}-%'",
-        ["The revenue in {month} was {r}.", "We earned {r} in {month} 2024."]),
-    "revenue_product_month": (_slots(_slot_product, _slot_month), [
-        "What was the revenue from {product} in {month}?", "How much did {products} earn in {month}?",
-        "Revenue of {product} in {month} 2024?", "How much money did {products} make in {month}?"],
-        f"SELECT {REV} {J_P} WHERE products.name = '{{product}}' AND orders.order_date LIKE '2024-{{mm}}-%'",
-        ["{product} earned {r} in {month}.", "The revenue from {product} in {month} was {r}."]),
-    "price_product": (_slot_product, [
-        "What is the price of {product}?", "How much does a {product} cost?", "What does {product} cost?",
-        "Price of {product}?", "How expensive is a {product}?"],
-        "SELECT price FROM products WHERE name = '{product}'",
-        ["A {product} costs {r}.", "The price of {product} is {r}."]),
-    "category_of_product": (_slot_product, [
-        "Which category is {product} in?", "What category does {product} belong to?",
-        "What kind of product is {product}?", "In which category is {product}?"],
-        "SELECT category FROM products WHERE name = '{product}'",
-        ["{product} is in the {r} category.", "{product} belongs to {r}."]),
-    "products_in_category": (_slot_category, [
-        "Which products are in the {category} category?", "List the {category} products.",
-        "What {category} products do we sell?", "Which products belong to {category}?",
-        "Name the products in {category}."],
-        "SELECT name FROM products WHERE category = '{category}' ORDER BY name",
-        ["The {category} products are {r}.", "{category}: {r}."]),
-    "avg_price": (_slots(), [
-        "What is the average product price?", "What is the average price of our products?",
-        "Average price of a product?", "How much does a product cost on average?"],
-        "SELECT AVG(price) FROM products",
-        ["The average price is {r}.", "A product costs {r} on average."]),
-    "avg_price_category": (_slot_category, [
-        "What is the average price of {category} products?", "Average price in the {category} category?",
-        "How much does a {category} product cost on average?", "What do {category} products cost on average?"],
-        "SELECT AVG(price) FROM products WHERE category = '{category}'",
-        ["The average price of {category} products is {r}.", "{category} products cost {r} on average."]),
-    "most_expensive": (_slots(), [
-        "What is the most expensive product?", "Which product costs the most?",
-        "Which is our priciest product?", "Most expensive product?"],
-        "SELECT name, price FROM products ORDER BY price DESC LIMIT 1",
-        ["The most expensive product is {r}.", "Most expensive: {r}."]),
-    "cheapest": (_slots(), [
-        "What is the cheapest product?", "Which product costs the least?",
-        "Which is our least expensive product?", "Cheapest product?"],
-        "SELECT name, price FROM products ORDER BY price LIMIT 1",
-        ["The cheapest product is {r}.", "Cheapest: {r}."]),
-    "top_products": (_slot_n, [
-        "What are the top {n} products by revenue?", "Which {n} products made the most revenue?",
-        "Top {n} products by sales?", "Show the {n} best-selling products by revenue.",
-        "List the top {n} products by revenue."],
-        f"SELECT products.name, {REV} AS total {J_P} GROUP BY products.name ORDER BY total DESC LIMIT {{n}}",
-        ["The top {n} products by revenue are {r}.", "Top {n}: {r}."]),
-    "best_product": (_slots(), [
-        "Which product made the most revenue?", "What is our best-selling product by revenue?",
-        "Which product earned the most?", "Top product by revenue?"],
-        f"SELECT products.name, {REV} AS total {J_P} GROUP BY products.name ORDER BY total DESC LIMIT 1",
-        ["The best product by revenue is {r}.", "Top product: {r}."]),
-    "top_countries": (_slot_n, [
-        "Which {n} countries have the most orders?", "What are the top {n} countries by number of orders?",
-        "Top {n} countries by orders?", "List the {n} countries with the most orders."],
-        f"SELECT customers.country, COUNT(*) AS total {J_C} GROUP BY customers.country ORDER BY total DESC LIMIT {{n}}",
-        ["The top {n} countries by orders are {r}.", "Top {n}: {r}."]),
-    "top_customers": (_slot_n, [
-        "Who are the top {n} customers by revenue?", "Which {n} customers spent the most?",
-        "Top {n} customers by spending?", "List the {n} customers who spent the most."],
-        f"SELECT customers.name, {REV} AS total {J_PC} GROUP BY customers.name ORDER BY total DESC LIMIT {{n}}",
-        ["The top {n} customers are {r}.", "Top {n} customers: {r}."]),
-    "customers_per_country": (_slots(), [
-        "How many customers are in each country?", "Customers per country?",
-        "Show the number of customers by country.", "Count customers per country."],
-        "SELECT country, COUNT(*) FROM customers GROUP BY country ORDER BY country",
-        ["Customers per country: {r}.", "Here are the counts: {r}."]),
-    "revenue_per_category": (_slots(), [
-        "What is the revenue per category?", "How much did each category earn?",
-        "Revenue by category?", "Show revenue for each category."],
-        f"SELECT products.category, {REV} AS total {J_P} GROUP BY products.category ORDER BY total DESC",
-        ["Revenue per category: {r}.", "Here is the revenue by category: {r}."]),
-}
-SQL_INTENT_NAMES = list(SQL_INTENTS)
-
-
-def gen_sql(rng: random.Random) -> Q:
-    intent = rng.choice(SQL_INTENT_NAMES)
-    sampler, phrasings, sql_t, answers = SQL_INTENTS[intent]
-    slots = sampler(rng)
-    i, ph = _pick(rng, phrasings)
-    user = ph.format(**slots)
-    sql = sql_t.format(**slots)
-    result = _run_sql(sql)
-    if result in ("NULL", "no rows"):
-        return gen_sql(rng)
-    ans_t = rng.choice(answers) if rng.random() < 0.85 else rng.choice(GENERIC_SQL_ANSWERS)
-    answer = ans_t.format(r=result, **slots)
-    key = tuple(sorted((k, v) for k, v in slots.items() if k not in ("products", "mm")))
-    return Q("sql", intent, i, len(phrasings), key, user, tool="sql_query",
-             args={"query": sql}, result=result, answer=answer)
-
-
-_sql_cache: dict[str, str] = {}
-
-
-def _run_sql(sql: str) -> str:
-    if sql not in _sql_cache:
-        _sql_cache[sql] = sales_db.run_query(sql)
-    return _sql_cache[sql]
-
-
-# ---------------------------------------------------------------------------------------
-# current time through `current_time`
-
-CITIES = {
-    "Paris": "Europe/Paris", "London": "Europe/London", "Berlin": "Europe/Berlin",
-    "Madrid": "Europe/Madrid", "Rome": "Europe/Rome", "Amsterdam": "Europe/Amsterdam",
-    "Vienna": "Europe/Vienna", "Lisbon": "Europe/Lisbon", "Moscow": "Europe/Moscow",
-    "Istanbul": "Europe/Istanbul", "Tokyo": "Asia/Tokyo", "Seoul": "Asia/Seoul",
-    "Beijing": "Asia/Shanghai", "Singapore": "Asia/Singapore", "Mumbai": "Asia/Kolkata",
-    "Dubai": "Asia/Dubai", "Sydney": "Australia/Sydney", "New York": "America/New_York",
-    "Chicago": "America/Chicago", "Los Angeles": "America/Los_Angeles", "Toronto": "America/Toronto",
-    "Mexico City": "America/Mexico_City", "Sao Paulo": "America/Sao_Paulo", "Cairo": "Africa/Cairo",
-}
-CITY_PHRASINGS = [
-    "What time is it in {place}?", "What's the time in {place}?", "Current time in {place}?",
-    "What is the current time in {place}?", "Tell me the time in {place}.",
-    "What's the date and time in {place} right now?", "Do you know what time it is in {place}?",
-]
-ZONE_PHRASINGS = [
-    "What time is it in the {zone} time zone?", "Current time in {zone}?",
-    "What is the time in timezone {zone}?", "Give me the current time for {zone}.",
-]
-LOCAL_PHRASINGS = [
-    "What time is it?", "What's the time?", "What is the current time?", "What's the date today?",
-    "What day is it today?", "Tell me the current date and time.", "Do you know what time it is?",
-    "What is today's date?",
-]
-UTC_PHRASINGS = ["What time is it in UTC?", "Current UTC time?", "What's the time in UTC right now?",
-                 "Tell me the UTC time."]
-TIME_ANSWERS_PLACE = ["It is {t} in {place}.", "The current time in {place} is {t}.",
-                      "In {place} it is now {t}."]
-TIME_ANSWERS = ["It is {t}.", "The current date and time is {t}.", "Right now it is {t}."]
-
-_T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-_T_SPAN = int(timedelta(days=3 * 365).total_seconds())
-
-
-def _random_time(rng: random.Random, zone: str | None) -> str:
-    t = _T0 + timedelta(seconds=rng.randrange(_T_SPAN))
-    if zone and zone != "UTC":
-        t = t.astimezone(ZoneInfo(zone))
-    return t.isoformat(timespec="seconds")
-
-
-def gen_time(rng: random.Random) -> Q:
-    r = rng.random()
-    if r < 0.45:
-        place = rng.choice(list(CITIES))
-        zone = CITIES[place]
-        i, ph = _pick(rng, CITY_PHRASINGS)
-        user, n, intent, slots = ph.format(place=place), len(CITY_PHRASINGS), "city", (place,)
-        args = {"timezone": zone}
-        ans_t = rng.choice(TIME_ANSWERS_PLACE)
-    elif r < 0.6:
-        zone = rng.choice(list(CITIES.values()))
-        place = zone
-        i, ph = _pick(rng, ZONE_PHRASINGS)
-        user, n, intent, slots = ph.format(zone=zone), len(ZONE_PHRASINGS), "zone", (zone,)
-        args = {"timezone": zone}
-        ans_t = rng.choice(TIME_ANSWERS_PLACE)
-    elif r < 0.7:
-        zone, place = "UTC", "UTC"
-        i, ph = _pick(rng, UTC_PHRASINGS)
-        user, n, intent, slots = ph, len(UTC_PHRASINGS), "utc", ()
-        args = {"timezone": "UTC"}
-        ans_t = rng.choice(TIME_ANSWERS_PLACE)
-    else:
-        zone, place = None, None
-        i, ph = _pick(rng, LOCAL_PHRASINGS)
-        user, n, intent, slots = ph, len(LOCAL_PHRASINGS), "local", ()
-        args = {}
-        ans_t = rng.choice(TIME_ANSWERS)
-    t = _random_time(rng, zone)
-    return Q("time", intent, i, n, slots, user, tool="current_time", args=args, result=t,
-             answer=ans_t.format(t=t, place=place))
 
 
 GENERATORS = {"chat": gen_chat, "calculator": gen_calculator, "sql": gen_sql, "time": gen_time}
@@ -841,6 +270,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=N_TRAIN)
     ap.add_argument("--eval", type=int, default=N_EVAL)
     ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--out", type=Path, default=WORK_DIR, help="output directory (default training/work)")
     args = ap.parse_args()
     if args.preview:
         for conv in generate(args.preview, args.seed):
@@ -848,9 +278,10 @@ def main() -> None:
             print(render_conversation(conv))
         return
     train, ev = split(args.seed, args.train, args.eval)
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     for name, convs in (("train", train), ("eval", ev)):
-        with open(WORK_DIR / f"{name}.jsonl", "w") as f:
+        with open(out / f"{name}.jsonl", "w") as f:
             for c in convs:
                 f.write(json.dumps(c, ensure_ascii=False) + "\n")
     train_texts = {m["content"] for c in train for m in c["messages"] if m["role"] == "user"}
@@ -858,7 +289,7 @@ def main() -> None:
     tok = _load_tokenizer()
     _stats("train", train, tok)
     _stats("eval", ev, tok)
-    print(f"wrote {WORK_DIR / 'train.jsonl'} and {WORK_DIR / 'eval.jsonl'}")
+    print(f"wrote {out / 'train.jsonl'} and {out / 'eval.jsonl'}")
     if tok is not None:
         ex = build_examples(tok, train[:2000] + ev)
         print(f"build_examples: ok on {len(ex)} conversations; "
