@@ -16,9 +16,7 @@ Writes training/work/eval.json and the Markdown tables for MODEL_CARD.md.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import operator
 import re
 import sqlite3
 import sys
@@ -31,6 +29,7 @@ from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EXAMPLES_DIR, IM_END, MODEL_DIR, WORK_DIR, render  # noqa: E402
+from data import calc  # noqa: E402
 
 TIERS = ["fp32", "int8", "int4"]
 MAX_NEW = 96
@@ -121,24 +120,6 @@ def batch_equivalence(engine: Engine, prompts: list[list[int]]) -> float:
     return worst
 
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.USub: operator.neg, ast.UAdd: operator.pos}
-
-
-def safe_eval(expr: str) -> float:
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.operand))
-        raise ValueError("not arithmetic")
-
-    return ev(ast.parse(expr, mode="eval"))
-
-
 TOOL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 
 
@@ -196,8 +177,9 @@ def evaluate_tier(engine: Engine, tok: Tokenizer, items, db) -> dict:
             stats["call_valid_right_tool"][1] += 1
             want = expected["arguments"] if isinstance(expected["arguments"], dict) else json.loads(expected["arguments"])
             if expected["name"] == "calculator":
+                # The same evaluator the calculator tool uses: equal printed results.
                 try:
-                    good = ok and abs(safe_eval(call["arguments"]["expression"]) - safe_eval(want["expression"])) < 1e-6
+                    good = ok and calc(call["arguments"]["expression"]) == calc(want["expression"])
                 except Exception:
                     good = False
                 stats["calculator_correct"][0] += good
