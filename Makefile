@@ -49,7 +49,7 @@ clean:
 bench-latency:
 	loadtest/latency.sh
 
-# Rebuild the bundled demo model models/sluice-tiny from scratch (about 20 minutes on
+# Rebuild the bundled demo model models/sluice-tiny from scratch (about 40 minutes on
 # 2 cores; not part of `make test`). See models/sluice-tiny/MODEL_CARD.md.
 TRAIN_VENV := training/.venv
 TRAIN_PY   := $(TRAIN_VENV)/bin/python

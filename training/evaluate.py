@@ -144,37 +144,47 @@ def run_sql(db, query):
 
 
 def cases(conversations):
-    """(kind, prompt messages, tools, expected) for each assistant turn to check."""
+    """(kind, prompt messages, tools, expected, held-out group) for each assistant turn."""
     out = []
     for conv in conversations:
+        group = conv.get("heldout", "unknown")
         msgs, tools = conv["messages"], conv.get("tools")
         for i, m in enumerate(msgs):
             if m["role"] != "assistant":
                 continue
             prefix = msgs[:i]
             if m.get("tool_calls"):
-                out.append(("call", prefix, tools, m["tool_calls"][0]["function"]))
+                out.append(("call", prefix, tools, m["tool_calls"][0]["function"], group))
             elif i > 0 and msgs[i - 1]["role"] == "tool":
-                out.append(("answer", prefix, tools, msgs[i - 1]["content"]))
+                out.append(("answer", prefix, tools, msgs[i - 1]["content"], group))
             else:
-                out.append(("direct", prefix, tools, m["content"]))
+                out.append(("direct", prefix, tools, m["content"], group))
     return out
 
 
 def evaluate_tier(engine: Engine, tok: Tokenizer, items, db) -> dict:
     stop = {tok.token_to_id(IM_END), tok.token_to_id("<|endoftext|>")}
-    prompts = [tok.encode(render(p, t, add_generation_prompt=True)).ids for _, p, t, _ in items]
+    prompts = [tok.encode(render(p, t, add_generation_prompt=True)).ids for _, p, t, _, _ in items]
     outputs = []
     for start in range(0, len(prompts), 16):
         outputs += engine.generate(prompts[start:start + 16], stop)
     stats = {k: [0, 0] for k in ["call_valid_right_tool", "calculator_correct", "sql_correct", "time_call", "answer_contains_result", "direct_without_tool"]}
-    for (kind, _, _, expected), ids in zip(items, outputs):
+    by_group: dict[str, list[int]] = {}
+
+    def count(metric, group, good):
+        stats[metric][0] += bool(good)
+        stats[metric][1] += 1
+        key = f"{metric}/{group}"
+        by_group.setdefault(key, [0, 0])
+        by_group[key][0] += bool(good)
+        by_group[key][1] += 1
+
+    for (kind, _, _, expected, group), ids in zip(items, outputs):
         text = tok.decode(ids, skip_special_tokens=False)
         if kind == "call":
             call = parse_call(text)
             ok = call is not None and call["name"] == expected["name"]
-            stats["call_valid_right_tool"][0] += ok
-            stats["call_valid_right_tool"][1] += 1
+            count("call_valid_right_tool", group, ok)
             want = expected["arguments"] if isinstance(expected["arguments"], dict) else json.loads(expected["arguments"])
             if expected["name"] == "calculator":
                 # The same evaluator the calculator tool uses: equal printed results.
@@ -182,22 +192,20 @@ def evaluate_tier(engine: Engine, tok: Tokenizer, items, db) -> dict:
                     good = ok and calc(call["arguments"]["expression"]) == calc(want["expression"])
                 except Exception:
                     good = False
-                stats["calculator_correct"][0] += good
-                stats["calculator_correct"][1] += 1
+                count("calculator_correct", group, good)
             elif expected["name"] == "sql_query":
                 good = ok and isinstance(call["arguments"].get("query"), str) and run_sql(db, call["arguments"]["query"]) == run_sql(db, want["query"])
-                stats["sql_correct"][0] += good
-                stats["sql_correct"][1] += 1
+                count("sql_correct", group, good)
             elif expected["name"] == "current_time":
-                stats["time_call"][0] += ok
-                stats["time_call"][1] += 1
+                count("time_call", group, ok)
         elif kind == "answer":
-            stats["answer_contains_result"][0] += expected in text
-            stats["answer_contains_result"][1] += 1
+            count("answer_contains_result", group, expected in text)
         else:
-            stats["direct_without_tool"][0] += "<tool_call>" not in text
-            stats["direct_without_tool"][1] += 1
-    return {k: {"correct": c, "total": n, "rate": round(c / n, 4) if n else None} for k, (c, n) in stats.items()}
+            count("direct_without_tool", group, "<tool_call>" not in text)
+    rate = lambda c, n: {"correct": c, "total": n, "rate": round(c / n, 4) if n else None}  # noqa: E731
+    out = {k: rate(c, n) for k, (c, n) in stats.items()}
+    out["by_held_out_group"] = {k: rate(c, n) for k, (c, n) in sorted(by_group.items())}
+    return out
 
 
 def decode_speed(engine: Engine, prompt: list[int], batch: int, steps: int = 64) -> float:
@@ -223,7 +231,7 @@ def main() -> None:
         conversations = conversations[: args.limit]
     items = cases(conversations)
     db = sqlite3.connect(f"file:{EXAMPLES_DIR / 'sales.db'}?mode=ro", uri=True)
-    sample_prompts = [tok.encode(render(p, t, add_generation_prompt=True)).ids for _, p, t, _ in items[:8]]
+    sample_prompts = [tok.encode(render(p, t, add_generation_prompt=True)).ids for _, p, t, _, _ in items[:8]]
     results = {"held_out_conversations": len(conversations), "cases": len(items), "tiers": {}}
     for tier in TIERS:
         engine = Engine(MODEL_DIR / manifest["tiers"][tier]["file"], manifest)
@@ -263,6 +271,20 @@ def markdown(results: dict) -> str:
     lines = ["| | " + " | ".join(tiers) + " |", "|---|" + "---|" * len(tiers)]
     for label, fn in rows:
         lines.append(f"| {label} | " + " | ".join(fn(tiers[t]) for t in tiers) + " |")
+    return "\n".join(lines)
+
+
+def markdown_groups(results: dict) -> str:
+    """Accuracy split by how a prompt is held out: unseen wording or unseen slot values."""
+    tiers = results["tiers"]
+    first = next(iter(tiers.values()))["accuracy"]["by_held_out_group"]
+    lines = ["| metric / held out by | " + " | ".join(tiers) + " |", "|---|" + "---|" * len(tiers)]
+    for key in first:
+        cells = []
+        for t in tiers:
+            r = tiers[t]["accuracy"]["by_held_out_group"][key]
+            cells.append(f"{r['rate']:.1%} ({r['correct']}/{r['total']})")
+        lines.append(f"| {key.replace('/', ' / ')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

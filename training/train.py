@@ -77,7 +77,7 @@ def loss_of(model, ids, mask, loss_mask):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=2800)
     ap.add_argument("--tokens-per-batch", type=int, default=5120)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
