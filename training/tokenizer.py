@@ -3,7 +3,8 @@
     python training/tokenizer.py     # after sales_db.py and data.py
 
 Writes models/sluice-tiny/tokenizer.json and tokenizer_config.json (HF style, with the
-chat template of common.py). Vocabulary 2048; the special tokens of common.SPECIAL_TOKENS
+chat template of common.py). Vocabulary at most 2048 (the synthetic text runs out of
+merges at about 1,500); the special tokens of common.SPECIAL_TOKENS
 get ids 0..4; digits are split into single tokens before the byte-level split so that
 numbers are copied digit by digit; no BOS/EOS is added by a post-processor.
 """

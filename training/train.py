@@ -27,13 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL_DIR, SEED, WORK_DIR  # noqa: E402
 from data import build_examples  # noqa: E402
 from model import Config, TinyGPT, count_parameters  # noqa: E402
+from tokenizer import load_conversations  # noqa: E402
 
 PAD_ID = 0
-
-
-def load_conversations(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def batches(examples, tokens_per_batch: int, rng: random.Random):
