@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{chat_body, config, fake_openai, sse_data, Gateway};
+use common::{chat_body, config, error_of, fake_openai, sse_data, Gateway};
 use serde_json::{json, Value};
 
 async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
@@ -20,24 +20,6 @@ async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
     ];
     let gw = Gateway::start(&config("openai", &up.url, &models, extra)).await;
     (gw, up)
-}
-
-/// Status and the parsed `error` object, checking the shape on the way.
-async fn error_of(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.expect("error body is JSON");
-    let err = body["error"].clone();
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(err["type"].is_string(), "{body}");
-    let obj = err.as_object().unwrap();
-    assert!(
-        obj.contains_key("param") && obj.contains_key("code"),
-        "{body}"
-    );
-    (status, err)
 }
 
 async fn post_raw(gw: &Gateway, body: &'static str) -> reqwest::Response {

@@ -8,12 +8,9 @@ use std::time::Duration;
 
 use common::{chat_body, config, fake_openai, Gateway};
 use futures::StreamExt;
-use serde_json::json;
 
 fn stream_body(model: &str) -> serde_json::Value {
-    let mut body = chat_body(model, "go");
-    body["stream"] = json!(true);
-    body
+    common::streaming(chat_body(model, "go"))
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, CreateChatCompletionResponse,
     CreateChatCompletionStreamResponse, FinishReason,
 };
-use common::{chat_body, config, fake_ollama, parse_chunks, sse_data, Gateway};
+use common::{
+    chat_body, config, error_of, fake_ollama, parse_chunks, stream_data, streaming, Gateway,
+};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -30,19 +32,6 @@ async fn setup(extra: &str) -> (Gateway, fake_ollama::FakeOllama) {
     (gw, up)
 }
 
-fn streaming(mut body: Value) -> Value {
-    body["stream"] = json!(true);
-    body
-}
-
-/// The SSE `data:` payloads of a streamed answer, checking the content type first.
-async fn stream_data(gw: &Gateway, body: &Value) -> Vec<String> {
-    let resp = gw.post("/v1/chat/completions", body).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    sse_data(&resp.text().await.unwrap())
-}
-
 fn weather_tool() -> Value {
     json!([{"type": "function", "function": {
         "name": "get_current_weather",
@@ -52,12 +41,6 @@ fn weather_tool() -> Value {
             "format": {"type": "string", "enum": ["celsius", "fahrenheit"]}
         }, "required": ["location", "format"]}
     }}])
-}
-
-async fn error_of(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    (status, body["error"].clone())
 }
 
 #[tokio::test]

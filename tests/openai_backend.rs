@@ -6,7 +6,7 @@ mod common;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCalls, CreateChatCompletionResponse, FinishReason,
 };
-use common::{chat_body, config, fake_openai, parse_chunks, sse_data, Gateway};
+use common::{chat_body, config, fake_openai, parse_chunks, sse_data, stream_data, Gateway};
 use serde_json::json;
 
 async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
@@ -96,13 +96,7 @@ async fn streaming_without_include_usage_has_no_usage_chunk() {
     let (gw, _up) = setup("").await;
     let mut body = chat_body("gpt", "x");
     body["stream"] = json!(true);
-    let data = sse_data(
-        &gw.post("/v1/chat/completions", &body)
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let data = stream_data(&gw, &body).await;
     let chunks = parse_chunks(&data);
     assert!(chunks
         .iter()
@@ -149,13 +143,7 @@ async fn tool_calls_come_back_whole_or_streamed() {
     assert_eq!(sent["tool_choice"], "auto");
 
     body["stream"] = json!(true);
-    let data = sse_data(
-        &gw.post("/v1/chat/completions", &body)
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let data = stream_data(&gw, &body).await;
     let chunks = parse_chunks(&data);
     let deltas: Vec<_> = chunks
         .iter()

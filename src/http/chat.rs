@@ -24,7 +24,7 @@ pub async fn completions(
     OpenAiJson(wire): OpenAiJson<CreateChatCompletionRequest>,
 ) -> Response {
     let label = state.pipeline.model_label(&wire.model).to_owned();
-    labelled(&label, handle(&state, &tenant, wire).await)
+    labelled(label, handle(&state, &tenant, wire).await)
 }
 
 async fn handle(

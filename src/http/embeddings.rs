@@ -24,7 +24,7 @@ pub async fn create(
 ) -> Response {
     let label = state.pipeline.model_label(&wire.model).to_owned();
     let outcome = handle(&state, &tenant, wire).await;
-    labelled(&label, outcome.map(|body| Json(body).into_response()))
+    labelled(label, outcome.map(|body| Json(body).into_response()))
 }
 
 async fn handle(

@@ -24,11 +24,9 @@ use crate::metrics::Metrics;
 pub struct ModelLabel(pub String);
 
 /// A handler's outcome as a response labelled with the model it was for.
-pub fn labelled(model: &str, outcome: Result<Response, ApiError>) -> Response {
+pub fn labelled(model: String, outcome: Result<Response, ApiError>) -> Response {
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
-    response
-        .extensions_mut()
-        .insert(ModelLabel(model.to_owned()));
+    response.extensions_mut().insert(ModelLabel(model));
     response
 }
 

@@ -121,6 +121,39 @@ pub fn parse_chunks(
         .collect()
 }
 
+/// The same request body with `"stream": true`.
+pub fn streaming(mut body: serde_json::Value) -> serde_json::Value {
+    body["stream"] = serde_json::json!(true);
+    body
+}
+
+/// The SSE `data:` payloads of a streamed chat answer, checking status and content type.
+pub async fn stream_data(gw: &Gateway, body: &serde_json::Value) -> Vec<String> {
+    let resp = gw.post("/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    sse_data(&resp.text().await.unwrap())
+}
+
+/// Status and the parsed `error` object of an error response, checking the OpenAI
+/// shape (`message`, `type`, `param`, `code`) on the way.
+pub async fn error_of(resp: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("error body is JSON");
+    let err = body["error"].clone();
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(err["type"].is_string(), "{body}");
+    let obj = err.as_object().expect("error is an object");
+    assert!(
+        obj.contains_key("param") && obj.contains_key("code"),
+        "{body}"
+    );
+    (status, err)
+}
+
 /// A user message request body.
 pub fn chat_body(model: &str, text: &str) -> serde_json::Value {
     serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
