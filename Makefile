@@ -8,10 +8,29 @@ CONFIG  ?= config/sluice.toml
 VENV    := .venv
 PY      := $(VENV)/bin/python
 
-.PHONY: run build test test-rust test-python venv bench-latency check-config model clean
+# The ONNX Runtime shared library for the embedded engine, taken from the pinned
+# onnxruntime wheel on PyPI (the same build the Python tests use).
+ORT_VERSION := 1.32.0
+ORT_LIB     := .ort/libonnxruntime.so
+ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-run: build
+.PHONY: run build test test-rust test-python venv ort bench-latency bench-engine check-config model clean
+
+run: build ort
 	./target/release/sluice serve --config $(CONFIG)
+
+ort: $(ORT_STAMP)
+
+$(ORT_STAMP):
+	rm -rf .ort && mkdir -p .ort/wheel
+	python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+		--only-binary=:all: onnxruntime==$(ORT_VERSION) -d .ort/wheel
+	python3 -c "import glob, sys, zipfile; \
+	z = zipfile.ZipFile(glob.glob('.ort/wheel/onnxruntime-$(ORT_VERSION)-*.whl')[0]); \
+	name = 'onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)'; \
+	open('$(ORT_LIB)', 'wb').write(z.read(name))"
+	rm -rf .ort/wheel
+	touch $@
 
 build:
 	$(CARGO) build --release --locked
@@ -22,7 +41,7 @@ check-config:
 test: test-rust test-python
 
 # cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
-test-rust:
+test-rust: ort
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
 	else \
@@ -42,12 +61,17 @@ $(VENV)/.installed: tests/python/requirements.txt
 	touch $@
 
 clean:
-	rm -rf target $(VENV)
+	rm -rf target $(VENV) .ort
 
 # Latency sluice adds over calling the upstream directly at 2,000 req/s, and its peak
 # memory (see loadtest/README.md). Not part of `make test`.
 bench-latency:
 	loadtest/latency.sh
+
+# Embedded engine throughput and time to first token at concurrency 1/4/16/32, batching
+# on vs max_batch_size = 1 (see loadtest/README.md). Not part of `make test`.
+bench-engine: ort
+	loadtest/engine.sh
 
 # Rebuild the bundled demo model models/sluice-tiny from scratch (about 40 minutes on
 # 2 cores; not part of `make test`). See models/sluice-tiny/MODEL_CARD.md.

@@ -131,6 +131,14 @@ pub enum BackendError {
         message: String,
         param: Option<&'static str>,
     },
+    /// Prompt (plus the requested completion) does not fit the model's context.
+    #[error("{}", context_message(*max_context, *prompt_tokens, *completion_tokens))]
+    ContextLength {
+        max_context: usize,
+        prompt_tokens: usize,
+        /// `max_tokens` as requested, when that is what overflows.
+        completion_tokens: Option<usize>,
+    },
     /// The gateway is shutting down and cut the generation at its drain deadline.
     #[error("the gateway is shutting down; retry on another replica")]
     ShuttingDown,
@@ -140,6 +148,22 @@ pub enum BackendError {
         backend: String,
         retry_after: Duration,
     },
+}
+
+/// OpenAI's wording, so clients that parse it keep working.
+fn context_message(max: usize, prompt: usize, completion: Option<usize>) -> String {
+    match completion {
+        None => format!(
+            "This model's maximum context length is {max} tokens. However, your messages \
+             resulted in {prompt} tokens. Please reduce the length of the messages."
+        ),
+        Some(c) => format!(
+            "This model's maximum context length is {max} tokens. However, you requested {} \
+             tokens ({prompt} in the messages, {c} in the completion). Please reduce the length \
+             of the messages or completion.",
+            prompt + c
+        ),
+    }
 }
 
 impl From<BackendError> for ApiError {
@@ -155,6 +179,10 @@ impl From<BackendError> for ApiError {
                 ApiError::new(504, "api_error", message).with_code("upstream_timeout")
             }
             BackendError::InvalidRequest { param, .. } => ApiError::invalid_request(message, param),
+            BackendError::ContextLength { .. } => {
+                ApiError::invalid_request(message, Some("messages"))
+                    .with_code("context_length_exceeded")
+            }
             BackendError::ShuttingDown => ApiError::new(503, "api_error", message)
                 .with_code("shutting_down")
                 .with_retry_after(Duration::from_secs(1)),

@@ -3,7 +3,8 @@
 //! a model name a client invents is recorded as `unknown`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::error::BackendError;
@@ -29,6 +30,19 @@ pub struct Metrics {
     pub output_tokens: IntCounterVec,
     /// `sluice_upstream_errors_total{backend, kind}`
     pub upstream_errors: IntCounterVec,
+    /// Embedded engine, all labelled `{backend, tier}`:
+    /// `sluice_engine_queue_depth`: requests waiting for a batch slot.
+    pub engine_queue_depth: IntGaugeVec,
+    /// `sluice_engine_active_sequences`: sequences in the running batch.
+    pub engine_active: IntGaugeVec,
+    /// `sluice_engine_batch_size`: sequences decoded per step.
+    pub engine_batch_size: HistogramVec,
+    /// `sluice_engine_tokens_total{backend, tier, kind=prompt|generated}`; its rate is tokens/s.
+    pub engine_tokens: IntCounterVec,
+    /// `sluice_engine_step_duration_seconds{backend, tier, phase=prefill|decode}`
+    pub engine_step_seconds: HistogramVec,
+    /// `sluice_engine_queue_wait_seconds`: time from admission to a batch slot.
+    pub engine_queue_wait: HistogramVec,
 }
 
 impl Metrics {
@@ -70,6 +84,58 @@ impl Metrics {
             Opts::new("sluice_upstream_errors_total", "Failed calls to backends"),
             &["backend", "kind"],
         )?;
+        let engine = ["backend", "tier"];
+        let engine_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "sluice_engine_queue_depth",
+                "Requests waiting for a batch slot in the embedded engine",
+            ),
+            &engine,
+        )?;
+        let engine_active = IntGaugeVec::new(
+            Opts::new(
+                "sluice_engine_active_sequences",
+                "Sequences in the embedded engine's running batch",
+            ),
+            &engine,
+        )?;
+        let engine_batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_batch_size",
+                "Sequences decoded together in one engine step",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            &engine,
+        )?;
+        let engine_tokens = IntCounterVec::new(
+            Opts::new(
+                "sluice_engine_tokens_total",
+                "Tokens the embedded engine processed (prompt) and generated",
+            ),
+            &["backend", "tier", "kind"],
+        )?;
+        let engine_step_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_step_duration_seconds",
+                "Duration of one engine run: a prefill of new prompts or a decode step",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["backend", "tier", "phase"],
+        )?;
+        let engine_queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_queue_wait_seconds",
+                "Time a request waited for a batch slot",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &engine,
+        )?;
+        registry.register(Box::new(engine_queue_depth.clone()))?;
+        registry.register(Box::new(engine_active.clone()))?;
+        registry.register(Box::new(engine_batch_size.clone()))?;
+        registry.register(Box::new(engine_tokens.clone()))?;
+        registry.register(Box::new(engine_step_seconds.clone()))?;
+        registry.register(Box::new(engine_queue_wait.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -86,6 +152,12 @@ impl Metrics {
             input_tokens,
             output_tokens,
             upstream_errors,
+            engine_queue_depth,
+            engine_active,
+            engine_batch_size,
+            engine_tokens,
+            engine_step_seconds,
+            engine_queue_wait,
         })
     }
 
@@ -97,7 +169,9 @@ impl Metrics {
             BackendError::Upstream { .. } => "status",
             BackendError::Failed { .. } => "failed",
             BackendError::Protocol(_) => "protocol",
-            BackendError::InvalidRequest { .. } | BackendError::ShuttingDown => return,
+            BackendError::InvalidRequest { .. }
+            | BackendError::ContextLength { .. }
+            | BackendError::ShuttingDown => return,
             BackendError::Overloaded { .. } => "overloaded",
         };
         self.upstream_errors

@@ -42,7 +42,9 @@ CHAT_TEMPLATE = (
     "{% if has_system or tools %}"
     "<|im_start|>system\n"
     "{% if has_system %}{{ messages[0]['content'] }}{% else %}" + DEFAULT_SYSTEM + "{% endif %}"
-    "{% if tools %}\n# Tools\n"
+    # The newline is an expression so the template renders the same with Hugging Face's
+    # trim_blocks/lstrip_blocks settings as with plain Jinja.
+    "{% if tools %}{{ '\\n' }}# Tools\n"
     "{% for tool in tools %}- {{ tool['function']['name'] }}: {{ tool['function']['description'] }}\n{% endfor %}"
     "Call a tool with <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>"
     "{% endif %}<|im_end|>\n"

@@ -4,6 +4,7 @@
 //! `BackendKind` arm in [`build`].
 
 mod ollama;
+mod onnx;
 mod openai;
 mod upstream;
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BackendConfig, BackendKind, Config, ModelConfig};
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::BackendError;
+use crate::metrics::Metrics;
 
 /// Where a logical model runs: which backend, under which name, with which options.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +26,11 @@ pub struct Deployment {
     pub upstream_model: String,
     /// Ollama `keep_alive`.
     pub keep_alive: Option<String>,
-    /// Engine options (Ollama `options`, or extra body fields for OpenAI-compatible servers).
+    /// Engine options (Ollama `options`, or extra body fields for OpenAI-compatible servers,
+    /// or sampling defaults such as `top_k` for the embedded engine).
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// The quantization tier on an embedded engine; `None` = its default.
+    pub tier: Option<String>,
 }
 
 impl Deployment {
@@ -35,6 +40,7 @@ impl Deployment {
             upstream_model: model.upstream_name().to_owned(),
             keep_alive: model.keep_alive.clone(),
             options: model.options.clone(),
+            tier: model.tier.clone(),
         }
     }
 }
@@ -73,10 +79,10 @@ pub struct Backends {
 
 impl Backends {
     /// Build every backend in the config.
-    pub fn from_config(config: &Config) -> Result<Self, BackendError> {
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, BackendError> {
         let mut by_name = HashMap::new();
         for (name, cfg) in &config.backends {
-            by_name.insert(name.clone(), build(name, cfg)?);
+            by_name.insert(name.clone(), build(name, cfg, metrics)?);
         }
         Ok(Backends { by_name })
     }
@@ -90,9 +96,14 @@ impl Backends {
     }
 }
 
-fn build(name: &str, cfg: &BackendConfig) -> Result<Arc<dyn Backend>, BackendError> {
+fn build(
+    name: &str,
+    cfg: &BackendConfig,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Backend>, BackendError> {
     Ok(match cfg.kind {
         BackendKind::Openai => Arc::new(openai::OpenAiBackend::new(name, cfg)?),
         BackendKind::Ollama => Arc::new(ollama::OllamaBackend::new(name, cfg)?),
+        BackendKind::Onnx => Arc::new(onnx::OnnxBackend::new(name, cfg, metrics)?),
     })
 }

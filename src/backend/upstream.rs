@@ -34,7 +34,12 @@ impl Upstream {
             .map_err(|e| BackendError::Protocol(format!("cannot build HTTP client: {e}")))?;
         Ok(Upstream {
             name: name.to_owned(),
-            base: cfg.url.trim_end_matches('/').to_owned(),
+            base: cfg
+                .url
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned(),
             client,
             request_timeout: cfg.request_timeout,
             read_timeout: cfg.read_timeout,

@@ -7,6 +7,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -79,6 +80,8 @@ pub enum BackendKind {
     Ollama,
     /// Any OpenAI-compatible server (`/chat/completions` under `url`).
     Openai,
+    /// The embedded ONNX Runtime engine serving a model folder (continuous batching).
+    Onnx,
 }
 
 /// An upstream engine.
@@ -86,8 +89,10 @@ pub enum BackendKind {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub kind: BackendKind,
-    /// Base URL: `http://127.0.0.1:11434` for Ollama, `http://host:8000/v1` for OpenAI-compatible.
-    pub url: String,
+    /// Base URL: `http://127.0.0.1:11434` for Ollama, `http://host:8000/v1` for
+    /// OpenAI-compatible. Required for those kinds; not used by `onnx`.
+    #[serde(default)]
+    pub url: Option<String>,
     /// Bearer key sent upstream (openai kind only).
     #[serde(default)]
     pub api_key: Option<SecretString>,
@@ -103,6 +108,34 @@ pub struct BackendConfig {
     /// Upstream connections kept idle per host.
     #[serde(default = "default_pool_idle")]
     pub max_idle_connections: usize,
+
+    // --- kind = "onnx" only ---
+    /// The model folder: `sluice-model.json` (or `config.json`), `tokenizer.json`,
+    /// `tokenizer_config.json` and the `.onnx` files. Relative paths start at the
+    /// working directory.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// Tiers to load (e.g. `["int4", "fp32"]`); each gets its own engine thread.
+    /// Empty means the model's default tier.
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    /// Sequences decoded together in one step (default 32; 1 turns batching off).
+    #[serde(default)]
+    pub max_batch_size: Option<usize>,
+    /// Longest sequence, prompt plus completion, in tokens (default and upper bound:
+    /// the model's context length).
+    #[serde(default)]
+    pub max_context: Option<usize>,
+    /// Requests waiting for a batch slot per tier before new ones get 503 (default 256).
+    #[serde(default)]
+    pub queue_size: Option<usize>,
+    /// ONNX Runtime intra-op threads per engine (default: one per CPU core).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Path of `libonnxruntime.so`; else `ORT_DYLIB_PATH`, else `.ort/` under the
+    /// working directory (where `make` puts it).
+    #[serde(default)]
+    pub ort_library: Option<PathBuf>,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -135,6 +168,10 @@ pub struct ModelConfig {
     /// Ollama `keep_alive` (e.g. "10m", "-1" to keep loaded, "0" to unload).
     #[serde(default)]
     pub keep_alive: Option<String>,
+    /// The quantization tier to serve (onnx backends, e.g. "int4"); defaults to the
+    /// backend's first listed tier.
+    #[serde(default)]
+    pub tier: Option<String>,
     /// Options sent with every request: Ollama `options` (e.g. `num_ctx`), or extra body
     /// fields for OpenAI-compatible servers (e.g. vLLM's `top_k`).
     #[serde(default)]

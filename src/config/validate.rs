@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{BackendKind, Config, ConfigIssue};
+use super::{BackendConfig, BackendKind, Config, ConfigIssue};
 
 pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
@@ -46,13 +46,37 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
 
     for (name, backend) in &config.backends {
         let path = format!("backends.{name}");
-        match reqwest::Url::parse(&backend.url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            Ok(url) => issue(
+        if backend.kind == BackendKind::Onnx {
+            validate_onnx(&path, backend, &mut issue);
+            continue;
+        }
+        match backend.url.as_deref().map(reqwest::Url::parse) {
+            None => issue(
+                format!("{path}.url"),
+                "missing: the backend's base URL".into(),
+            ),
+            Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => {}
+            Some(Ok(url)) => issue(
                 format!("{path}.url"),
                 format!("scheme `{}` is not http or https", url.scheme()),
             ),
-            Err(e) => issue(format!("{path}.url"), format!("not a URL: {e}")),
+            Some(Err(e)) => issue(format!("{path}.url"), format!("not a URL: {e}")),
+        }
+        for (field, set) in [
+            ("model_dir", backend.model_dir.is_some()),
+            ("tiers", !backend.tiers.is_empty()),
+            ("max_batch_size", backend.max_batch_size.is_some()),
+            ("max_context", backend.max_context.is_some()),
+            ("queue_size", backend.queue_size.is_some()),
+            ("threads", backend.threads.is_some()),
+            ("ort_library", backend.ort_library.is_some()),
+        ] {
+            if set {
+                issue(
+                    format!("{path}.{field}"),
+                    "only used by kind = \"onnx\"; remove it".into(),
+                );
+            }
         }
         if backend.kind == BackendKind::Ollama && backend.api_key.is_some() {
             issue(
@@ -106,10 +130,68 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
                 format!("{path}.keep_alive"),
                 "keep_alive is an Ollama setting; this model's backend is not Ollama".into(),
             ),
-            Some(_) => {}
+            Some(b) if b.kind != BackendKind::Onnx && model.tier.is_some() => issue(
+                format!("{path}.tier"),
+                "tier is an onnx setting; this model's backend is not kind = \"onnx\"".into(),
+            ),
+            Some(b) => {
+                if let Some(tier) = &model.tier {
+                    if !b.tiers.is_empty() && !b.tiers.contains(tier) {
+                        issue(
+                            format!("{path}.tier"),
+                            format!(
+                                "backend `{}` does not load tier `{tier}` (its tiers: {})",
+                                model.backend,
+                                b.tiers.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
         }
     }
     issues
+}
+
+/// The embedded engine's settings: a model folder, positive sizes, no HTTP fields.
+fn validate_onnx(path: &str, backend: &BackendConfig, issue: &mut impl FnMut(String, String)) {
+    if backend.model_dir.is_none() {
+        issue(
+            format!("{path}.model_dir"),
+            "missing: the model folder, e.g. \"models/sluice-tiny\"".into(),
+        );
+    }
+    if backend.url.is_some() {
+        issue(
+            format!("{path}.url"),
+            "kind = \"onnx\" runs in-process and takes no url; remove it".into(),
+        );
+    }
+    if backend.api_key.is_some() {
+        issue(
+            format!("{path}.api_key"),
+            "kind = \"onnx\" takes no api_key; remove it".into(),
+        );
+    }
+    for (field, value) in [
+        ("max_batch_size", backend.max_batch_size),
+        ("max_context", backend.max_context),
+        ("queue_size", backend.queue_size),
+        ("threads", backend.threads),
+    ] {
+        if value == Some(0) {
+            issue(format!("{path}.{field}"), "must be at least 1".into());
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, tier) in backend.tiers.iter().enumerate() {
+        if !seen.insert(tier) {
+            issue(
+                format!("{path}.tiers[{i}]"),
+                format!("tier `{tier}` is listed twice"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

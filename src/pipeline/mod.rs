@@ -51,7 +51,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         hard_stop: CancellationToken,
     ) -> Result<Self, BackendError> {
-        let backends = Backends::from_config(config)?;
+        let backends = Backends::from_config(config, &metrics)?;
         Ok(Pipeline {
             auth: Auth::from_config(&config.auth),
             routes: Routes::new(config, &backends),

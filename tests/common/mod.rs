@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod fake_ollama;
 pub mod fake_openai;
 

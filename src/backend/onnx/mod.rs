@@ -1,0 +1,303 @@
+//! The embedded ONNX Runtime engine (`kind = "onnx"`), sluice's default backend. At
+//! start-up it loads a model folder ([`model`]), the ONNX Runtime library
+//! ([`runtime`]) and one [`engine`] thread per configured tier. Per request, on the
+//! async side, it renders the chat template ([`prompt`]), tokenises, checks the
+//! context, and queues a job; the engine thread streams the events back.
+
+mod decoder;
+mod detok;
+mod engine;
+mod kv;
+mod model;
+mod prompt;
+mod runtime;
+mod sampler;
+mod sequence;
+mod stop;
+mod toolcall;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokenizers::Tokenizer;
+use tokio_util::sync::CancellationToken;
+
+use self::engine::{EngineHandle, EngineMetrics, EngineSettings, Shared};
+use self::model::ModelFolder;
+use self::prompt::ChatTemplate;
+use self::sampler::SamplingParams;
+use self::sequence::Job;
+use super::{Backend, Deployment};
+use crate::config::BackendConfig;
+use crate::domain::{
+    ChatRequest, EmbedRequest, EmbedResponse, EventStream, ResponseFormat, ToolChoice,
+};
+use crate::error::BackendError;
+use crate::metrics::Metrics;
+
+const DEFAULT_MAX_BATCH: usize = 32;
+const DEFAULT_QUEUE: usize = 256;
+
+pub struct OnnxBackend {
+    name: String,
+    engines: BTreeMap<String, EngineHandle>,
+    default_tier: String,
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
+    max_context: usize,
+}
+
+impl OnnxBackend {
+    pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
+        let fail = |message: String| BackendError::Failed {
+            backend: name.to_owned(),
+            message,
+        };
+        let dir = cfg
+            .model_dir
+            .as_deref()
+            .ok_or_else(|| fail("model_dir is not set".into()))?;
+        let folder = ModelFolder::load(dir).map_err(fail)?;
+        let tiers = if cfg.tiers.is_empty() {
+            vec![folder.default_tier.clone()]
+        } else {
+            cfg.tiers.clone()
+        };
+        for tier in &tiers {
+            if !folder.tiers.contains_key(tier) {
+                return Err(fail(format!(
+                    "{} has no tier `{tier}` (it has: {})",
+                    dir.display(),
+                    folder.tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let max_context = match cfg.max_context {
+            Some(n) if n > folder.context_length => {
+                return Err(fail(format!(
+                    "max_context {n} exceeds the model's context length {}",
+                    folder.context_length
+                )))
+            }
+            Some(n) => n,
+            None => folder.context_length,
+        };
+        let env = runtime::environment(name, cfg.ort_library.as_deref())?;
+        let threads = cfg.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let pad_id = folder.stop_ids.last().copied().unwrap_or(0);
+
+        let mut engines = BTreeMap::new();
+        for tier in &tiers {
+            let path = &folder.tiers[tier];
+            let decoder = decoder::Decoder::open(&env, path, threads).map_err(fail)?;
+            let settings = EngineSettings {
+                backend: name.to_owned(),
+                tier: tier.clone(),
+                max_batch_size: cfg.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH),
+                max_context,
+                queue_size: cfg.queue_size.unwrap_or(DEFAULT_QUEUE),
+            };
+            let shared = Shared {
+                tokenizer: folder.tokenizer.clone(),
+                stop_ids: folder.stop_ids.clone(),
+                tool_tags: folder.tool_tags.clone(),
+                pad_id,
+            };
+            tracing::info!(
+                backend = name,
+                tier = %tier,
+                layers = decoder.layers(),
+                kv_heads = decoder.kv_heads,
+                head_dim = decoder.head_dim,
+                max_batch_size = settings.max_batch_size,
+                max_context,
+                threads,
+                "loaded {}",
+                path.display()
+            );
+            let handle = EngineHandle::start(
+                decoder,
+                shared,
+                settings,
+                engine_metrics(metrics, name, tier),
+            )
+            .map_err(fail)?;
+            engines.insert(tier.clone(), handle);
+        }
+        Ok(OnnxBackend {
+            name: name.to_owned(),
+            engines,
+            default_tier: tiers[0].clone(),
+            tokenizer: folder.tokenizer,
+            template: folder.template,
+            max_context,
+        })
+    }
+
+    /// The prompt's token ids, or a 400 naming what is wrong with the request.
+    fn tokenize(&self, request: &ChatRequest) -> Result<Vec<u32>, BackendError> {
+        let invalid = |message: String, param| BackendError::InvalidRequest {
+            message,
+            param: Some(param),
+        };
+        if request.messages.iter().any(|m| m.images().next().is_some()) {
+            return Err(invalid(
+                format!(
+                    "model `{}` reads text only; remove the image_url content parts",
+                    request.model
+                ),
+                "messages",
+            ));
+        }
+        if matches!(
+            request.response_format,
+            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+        ) {
+            return Err(invalid(
+                "response_format json_object and json_schema are not supported by the embedded engine".into(),
+                "response_format",
+            ));
+        }
+        let tools = if request.tool_choice == Some(ToolChoice::None) {
+            &[][..]
+        } else {
+            &request.tools[..]
+        };
+        let text = self
+            .template
+            .render(&request.messages, tools)
+            .map_err(|e| invalid(e, "messages"))?;
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| invalid(format!("cannot tokenise the prompt: {e}"), "messages"))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}
+
+fn engine_metrics(metrics: &Metrics, backend: &str, tier: &str) -> EngineMetrics {
+    let labels = [backend, tier];
+    let step = |phase| {
+        metrics
+            .engine_step_seconds
+            .with_label_values(&[backend, tier, phase])
+    };
+    EngineMetrics {
+        queue_depth: metrics.engine_queue_depth.with_label_values(&labels),
+        active: metrics.engine_active.with_label_values(&labels),
+        batch_size: metrics.engine_batch_size.with_label_values(&labels),
+        prompt_tokens: metrics
+            .engine_tokens
+            .with_label_values(&[backend, tier, "prompt"]),
+        generated_tokens: metrics
+            .engine_tokens
+            .with_label_values(&[backend, tier, "generated"]),
+        prefill_seconds: step("prefill"),
+        decode_seconds: step("decode"),
+        queue_wait_seconds: metrics.engine_queue_wait.with_label_values(&labels),
+    }
+}
+
+/// Sampling settings: the request's, else the model's `options`, else OpenAI's defaults.
+fn sampling(
+    request: &ChatRequest,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> SamplingParams {
+    let option = |key: &str| options.get(key).and_then(serde_json::Value::as_f64);
+    let s = &request.sampling;
+    SamplingParams {
+        temperature: s
+            .temperature
+            .or(option("temperature").map(|v| v as f32))
+            .unwrap_or(1.0),
+        top_p: s.top_p.or(option("top_p").map(|v| v as f32)).unwrap_or(1.0),
+        top_k: option("top_k").map_or(0, |v| v.max(0.0) as usize),
+        presence_penalty: s
+            .presence_penalty
+            .or(option("presence_penalty").map(|v| v as f32))
+            .unwrap_or(0.0),
+        frequency_penalty: s
+            .frequency_penalty
+            .or(option("frequency_penalty").map(|v| v as f32))
+            .unwrap_or(0.0),
+        seed: s.seed.map(|seed| seed as u64),
+    }
+}
+
+#[async_trait]
+impl Backend for OnnxBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(
+        &self,
+        request: ChatRequest,
+        deployment: &Deployment,
+        cancel: CancellationToken,
+    ) -> Result<EventStream, BackendError> {
+        let tier = deployment.tier.as_deref().unwrap_or(&self.default_tier);
+        let engine = self.engines.get(tier).ok_or_else(|| BackendError::Failed {
+            backend: self.name.clone(),
+            message: format!("tier `{tier}` is not loaded"),
+        })?;
+        let prompt = self.tokenize(&request)?;
+        let requested = request.sampling.max_tokens.map(|n| n as usize);
+        if prompt.len() >= self.max_context
+            || requested.is_some_and(|n| prompt.len() + n > self.max_context)
+        {
+            return Err(BackendError::ContextLength {
+                max_context: self.max_context,
+                prompt_tokens: prompt.len(),
+                completion_tokens: requested.filter(|_| prompt.len() < self.max_context),
+            });
+        }
+        let max_tokens = requested.unwrap_or(self.max_context - prompt.len());
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        engine.submit(Job {
+            sampling: sampling(&request, &deployment.options),
+            prompt,
+            max_tokens,
+            stop: request.sampling.stop.clone(),
+            ignore_eos: deployment
+                .options
+                .get("ignore_eos")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            events,
+            cancel,
+            queued_at: Instant::now(),
+        })?;
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
+    }
+
+    async fn embed(
+        &self,
+        request: EmbedRequest,
+        _deployment: &Deployment,
+    ) -> Result<EmbedResponse, BackendError> {
+        Err(BackendError::InvalidRequest {
+            message: format!(
+                "model `{}` is a chat model on the embedded engine, which does not serve embeddings",
+                request.model
+            ),
+            param: Some("model"),
+        })
+    }
+
+    async fn ready(&self) -> Result<(), BackendError> {
+        match self.engines.iter().find(|(_, e)| !e.is_alive()) {
+            None => Ok(()),
+            Some((tier, _)) => Err(BackendError::Failed {
+                backend: self.name.clone(),
+                message: format!("the {tier} engine thread has stopped"),
+            }),
+        }
+    }
+}
