@@ -241,4 +241,56 @@ backend = "o"
         let err = load_str("", Vec::new()).unwrap_err();
         assert_eq!(err.0[0].path, "models");
     }
+
+    #[test]
+    fn onnx_backends_are_checked_too() {
+        let text = r#"
+[backends.local]
+kind = "onnx"
+url = "http://x"
+max_batch_size = 0
+tiers = ["int4", "int4"]
+
+[backends.http]
+kind = "openai"
+url = "http://127.0.0.1:8000/v1"
+model_dir = "models/sluice-tiny"
+
+[[models]]
+name = "a"
+backend = "local"
+tier = "fp32"
+
+[[models]]
+name = "b"
+backend = "http"
+tier = "int4"
+"#;
+        let err = load_str(text, Vec::new()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|i| i.path.as_str()).collect();
+        for expected in [
+            "backends.local.model_dir",
+            "backends.local.url",
+            "backends.local.max_batch_size",
+            "backends.local.tiers[1]",
+            "backends.http.model_dir",
+            "models[0].tier",
+            "models[1].tier",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_backends_need_a_url() {
+        let err = load_str(
+            "[backends.o]\nkind = \"ollama\"\n[[models]]\nname = \"m\"\nbackend = \"o\"\n",
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].path, "backends.o.url");
+    }
 }

@@ -64,7 +64,7 @@ def sluice_config(upstream_url: str, extra: str = "") -> str:
 class Sluice:
     """A running `sluice serve` process and its log."""
 
-    def __init__(self, binary: str, config_path: Path) -> None:
+    def __init__(self, binary: str, config_path: Path, cwd: Path | None = None) -> None:
         env = dict(os.environ, NO_COLOR="1", RUST_LOG="info")
         self.log: list[str] = []
         self.proc = subprocess.Popen(
@@ -73,6 +73,7 @@ class Sluice:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
+            cwd=cwd,
             text=True,
             errors="replace",
         )
@@ -180,3 +181,15 @@ def sluice_with_keys(sluice_bin, upstream, tmp_path_factory):
 def client(sluice) -> openai.OpenAI:
     with sluice.client() as c:
         yield c
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def sluice_default(sluice_bin):
+    """sluice on the shipped config/sluice.toml, as `make run` starts it: the embedded
+    engine serving models/sluice-tiny (only the listen address differs)."""
+    gateway = Sluice(sluice_bin, REPO / "config" / "sluice.toml", cwd=REPO)
+    yield gateway
+    _finish(gateway)

@@ -180,7 +180,13 @@ impl Decoder {
         let mut logits = Vec::with_capacity(batch * vocab);
         for row in 0..batch {
             let start = (row * rows_seq + rows_seq - 1) * vocab;
-            logits.extend_from_slice(&all[start..start + vocab]);
+            let last = all
+                .get(start..start + vocab)
+                .ok_or_else(|| ort::Error::new(format!("logits have shape {shape:?}")))?;
+            logits.extend_from_slice(last);
+        }
+        if vocab == 0 {
+            return Err(ort::Error::new("the model returned empty logits"));
         }
         let mut present = Vec::with_capacity(self.present.len());
         for name in &self.present {

@@ -196,3 +196,156 @@ fn call_id() -> String {
     id.truncate(24);
     format!("call_{id}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    fn tokenizer() -> Tokenizer {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/sluice-tiny/tokenizer.json"
+        );
+        Tokenizer::from_file(path).unwrap()
+    }
+
+    /// Drive a sequence with one-hot logits that force `ids`, collecting its events.
+    fn run(ids: &[u32], stop: Vec<String>, max_tokens: usize) -> Vec<Event> {
+        let tok = tokenizer();
+        let vocab_size = tok.get_vocab_size(true);
+        let (tx, mut rx) = unbounded_channel();
+        let job = Job {
+            prompt: vec![1, 5, 6],
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+            max_tokens,
+            stop,
+            ignore_eos: false,
+            events: tx,
+            cancel: CancellationToken::new(),
+            queued_at: Instant::now(),
+        };
+        let tags = ("<tool_call>".to_owned(), "</tool_call>".to_owned());
+        let mut seq = Sequence::new(job, &tags);
+        let vocab = Vocab {
+            tokenizer: &tok,
+            stop_ids: &[2, 0],
+            max_context: 512,
+            backend: "local",
+        };
+        for &id in ids {
+            if seq.is_done() {
+                break;
+            }
+            let mut logits = vec![0.0; vocab_size];
+            logits[id as usize] = 10.0;
+            seq.step(&mut logits, &vocab);
+        }
+        drop(seq);
+        let mut events = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            events.push(event.unwrap());
+        }
+        events
+    }
+
+    fn ids(text: &str) -> Vec<u32> {
+        tokenizer().encode(text, false).unwrap().get_ids().to_vec()
+    }
+
+    fn deltas(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Delta(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn multibyte_characters_split_across_tokens_stream_whole() {
+        let text = "héllo wörld ✓ 日本 🎉 Ünïcödé €100";
+        let mut forced = ids(text);
+        assert!(
+            forced.len() > text.chars().count() / 2,
+            "expected byte-level splits"
+        );
+        forced.push(2);
+        let events = run(&forced, Vec::new(), 100);
+        let deltas = deltas(&events);
+        assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')), "{deltas:?}");
+        assert_eq!(deltas.concat(), text);
+        let Some(Event::Finish { reason, usage }) = events.last() else {
+            panic!("no finish: {events:?}");
+        };
+        assert_eq!(*reason, FinishReason::Stop);
+        assert_eq!(usage.unwrap().completion_tokens as usize, forced.len());
+    }
+
+    #[test]
+    fn tool_call_tokens_become_a_tool_call_event() {
+        let mut forced = ids("<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"12 * 7\"}}</tool_call>");
+        assert_eq!(forced[0], 3, "<tool_call> is one special token");
+        forced.push(2);
+        let events = run(&forced, Vec::new(), 100);
+        assert!(deltas(&events).is_empty(), "{events:?}");
+        assert!(
+            matches!(
+                &events[0],
+                Event::ToolCall { index: 0, id: Some(id), name: Some(name), arguments }
+                    if id.starts_with("call_") && name == "calculator"
+                        && arguments == "{\"expression\":\"12 * 7\"}"
+            ),
+            "{events:?}"
+        );
+        assert!(matches!(
+            events.last(),
+            Some(Event::Finish {
+                reason: FinishReason::ToolCalls,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn two_calls_get_their_own_indexes() {
+        let call = "<tool_call>{\"name\": \"current_time\", \"arguments\": {\"timezone\": \"UTC\"}}</tool_call>";
+        let mut forced = ids(&format!("{call}{call}"));
+        forced.push(2);
+        let events = run(&forced, Vec::new(), 100);
+        let indexes: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ToolCall { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(indexes, [0, 1]);
+    }
+
+    #[test]
+    fn stop_string_and_max_tokens_end_with_the_right_reason() {
+        let forced = ids("The answer is 84. Anything else?");
+        let events = run(&forced, vec![" Anything".into()], 100);
+        assert_eq!(deltas(&events).concat(), "The answer is 84.");
+        assert!(matches!(
+            events.last(),
+            Some(Event::Finish {
+                reason: FinishReason::Stop,
+                ..
+            })
+        ));
+
+        let events = run(&forced, Vec::new(), 3);
+        let Some(Event::Finish { reason, usage }) = events.last() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(*reason, FinishReason::Length);
+        assert_eq!(usage.unwrap().completion_tokens, 3);
+        assert_eq!(usage.unwrap().prompt_tokens, 3);
+    }
+}
