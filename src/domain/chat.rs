@@ -13,6 +13,18 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The role's name on the OpenAI and Ollama wires and in chat templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
 /// One part of a message's content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -28,12 +28,7 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Result<Value, BackendEr
     let mut call_names: HashMap<&str, &str> = HashMap::new();
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
-        let role = match m.role {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-        };
+        let role = m.role.as_str();
         let mut out = json!({ "role": role, "content": m.text_content() });
         let mut images = Vec::new();
         for part in &m.content {

@@ -7,7 +7,7 @@ use minijinja::{context, Environment, Error, ErrorKind, Value};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::domain::{Message, Role, Tool};
+use crate::domain::{Message, Tool};
 
 const NAME: &str = "chat";
 
@@ -72,12 +72,7 @@ impl ChatTemplate {
 /// One message as Hugging Face templates expect it: string `content`, and tool calls
 /// with `arguments` as an object when they are valid JSON (templates `tojson` them).
 fn message_json(m: &Message) -> serde_json::Value {
-    let role = match m.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
+    let role = m.role.as_str();
     let mut out = json!({"role": role, "content": m.text_content()});
     if !m.tool_calls.is_empty() {
         out["tool_calls"] = m
@@ -114,17 +109,22 @@ fn python_tojson(value: Value) -> Result<Value, Error> {
 
 struct PythonFormatter;
 
+/// `", "` between items, nothing before the first.
+fn separator<W: ?Sized + std::io::Write>(writer: &mut W, first: bool) -> std::io::Result<()> {
+    if first {
+        Ok(())
+    } else {
+        writer.write_all(b", ")
+    }
+}
+
 impl serde_json::ser::Formatter for PythonFormatter {
     fn begin_array_value<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        separator(writer, first)
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(
@@ -132,11 +132,7 @@ impl serde_json::ser::Formatter for PythonFormatter {
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        separator(writer, first)
     }
 
     fn begin_object_value<W: ?Sized + std::io::Write>(
@@ -150,7 +146,7 @@ impl serde_json::ser::Formatter for PythonFormatter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ToolCall;
+    use crate::domain::{Role, ToolCall};
 
     fn bundled() -> ChatTemplate {
         let path = concat!(

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::backend::Deployment;
 use crate::domain::{
     ChatRequest, ContentPart, EmbedRequest, EmbedResponse, Event, FinishReason, Message,
-    ResponseFormat, Role, ToolChoice, Usage,
+    ResponseFormat, ToolChoice, Usage,
 };
 use crate::error::BackendError;
 
@@ -96,12 +96,7 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Value {
 }
 
 fn message(m: &Message) -> Value {
-    let role = match m.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
+    let role = m.role.as_str();
     let only_text = m
         .content
         .iter()
