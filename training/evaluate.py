@@ -53,7 +53,11 @@ class Engine:
             feed[f"past_key_values.{i}.key"] = k
             feed[f"past_key_values.{i}.value"] = v
         out = self.sess.run(self.out_names, feed)
-        presents = [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(self.layers)]
+        # The graph returns the new tokens' keys/values; the cache grows here.
+        presents = [
+            (np.concatenate([k, out[1 + 2 * i]], axis=2), np.concatenate([v, out[2 + 2 * i]], axis=2))
+            for i, (k, v) in enumerate(past)
+        ]
         return out[0], presents
 
     def empty(self, batch):

@@ -1,6 +1,11 @@
-"""Export the trained sluice-tiny to ONNX with a KV cache (the input/output layout of
-Optimum's Llama/Qwen exports), quantize it into the int8 and int4 tiers, and write
-models/sluice-tiny/sluice-model.json.
+"""Export the trained sluice-tiny to ONNX with a KV cache, quantize it into the int8 and
+int4 tiers, and write models/sluice-tiny/sluice-model.json.
+
+The inputs are those of Optimum's Llama/Qwen exports (`input_ids`, `attention_mask`,
+`position_ids`, `past_key_values.{i}.key|value`). The outputs are `logits` and
+`new_key_values.{i}.key|value`: the keys/values of the new tokens only, not past + new
+(Optimum's `present.*`), so the graph never copies the cache: the engine keeps it in
+place and appends the new entries itself, which is what makes batched decoding cheap.
 
     python training/export.py            # after train.py
 """
@@ -33,7 +38,7 @@ class Flat(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, position_ids, *past_flat):
         past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
-        logits, presents = self.model(input_ids, attention_mask, position_ids, past)
+        logits, presents = self.model(input_ids, attention_mask, position_ids, past, new_only=True)
         out = [logits]
         for k, v in presents:
             out += [k, v]
@@ -45,7 +50,7 @@ def io_names(n_layer: int):
     outputs = ["logits"]
     for i in range(n_layer):
         inputs += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-        outputs += [f"present.{i}.key", f"present.{i}.value"]
+        outputs += [f"new_key_values.{i}.key", f"new_key_values.{i}.value"]
     return inputs, outputs
 
 
@@ -74,7 +79,7 @@ def export_fp32(model: TinyGPT, path: Path) -> None:
     for name in inputs[3:]:
         dynamic[name] = {0: "batch_size", 2: "past_sequence_length"}
     for name in outputs[1:]:
-        dynamic[name] = {0: "batch_size", 2: "total_sequence_length"}
+        dynamic[name] = {0: "batch_size", 2: "sequence_length"}
     torch.onnx.export(
         Flat(model),
         (ids, mask, pos, *past_flat),
@@ -162,7 +167,7 @@ def write_manifest(cfg: Config) -> None:
         },
         "outputs": {
             "logits": f"float32 [batch, seq, {cfg.vocab_size}]",
-            "present.{i}.key|value": f"float32 [batch, {cfg.n_head}, past + seq, {cfg.head_dim}]",
+            "new_key_values.{i}.key|value": f"float32 [batch, {cfg.n_head}, seq, {cfg.head_dim}]",
         },
         "tiers": {
             tier: {"file": file, "bytes": (MODEL_DIR / file).stat().st_size}

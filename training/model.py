@@ -5,6 +5,7 @@ Llama/Qwen ONNX exports:
     inputs : input_ids [b, s], attention_mask [b, past + s], position_ids [b, s],
              past_key_values.{i}.key / .value [b, heads, past, head_dim]
     outputs: logits [b, s, vocab], present.{i}.key / .value [b, heads, past + s, head_dim]
+             (export.py writes new_key_values.{i}.* [b, heads, s, head_dim] instead)
 
 so the same forward serves training (past = 0), KV-cached decoding and the export.
 """
@@ -63,13 +64,25 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.o = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
+    def forward(self, x, cos, sin, bias, past_k, past_v, new_only=False):
         b, s, _ = x.shape
         q = self.q(x).view(b, s, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k(x).view(b, s, self.n_head, self.head_dim).transpose(1, 2)
         v = self.v(x).view(b, s, self.n_head, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if new_only:
+            # The same attention without materialising cat(past, new): the scores over
+            # past and new keys are joined (small), and the past is only read. Returns
+            # the new keys/values alone, so an engine can keep the cache in place.
+            scores = torch.cat(
+                [torch.matmul(q, past_k.transpose(2, 3)), torch.matmul(q, k.transpose(2, 3))], dim=-1
+            ) / math.sqrt(self.head_dim) + bias
+            attn = torch.softmax(scores, dim=-1)
+            p = past_k.shape[2]
+            out = torch.matmul(attn[..., :p], past_v) + torch.matmul(attn[..., p:], v)
+            out = out.transpose(1, 2).reshape(b, s, self.n_head * self.head_dim)
+            return self.o(out), k, v
         k = torch.cat([past_k, k], dim=2)
         v = torch.cat([past_v, v], dim=2)
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim) + bias
@@ -97,8 +110,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
-        h, k, v = self.attn(self.attn_norm(x), cos, sin, bias, past_k, past_v)
+    def forward(self, x, cos, sin, bias, past_k, past_v, new_only=False):
+        h, k, v = self.attn(self.attn_norm(x), cos, sin, bias, past_k, past_v, new_only)
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return x, k, v
@@ -128,8 +141,9 @@ class TinyGPT(nn.Module):
         shape = (batch, self.cfg.n_head, 0, self.cfg.head_dim)
         return [(torch.zeros(shape), torch.zeros(shape)) for _ in range(self.cfg.n_layer)]
 
-    def forward(self, input_ids, attention_mask, position_ids, past):
-        """`past` is a list of (key, value) per layer; returns logits and the presents."""
+    def forward(self, input_ids, attention_mask, position_ids, past, new_only=False):
+        """`past` is a list of (key, value) per layer; returns logits and the presents
+        (past + new keys/values, or with `new_only` just the new ones)."""
         seq = input_ids.shape[1]
         total = attention_mask.shape[1]
         past_len = total - seq
@@ -146,7 +160,7 @@ class TinyGPT(nn.Module):
         bias = torch.where(keep, 0.0, torch.finfo(torch.float32).min)
         presents = []
         for block, (pk, pv) in zip(self.blocks, past):
-            x, k, v = block(x, cos, sin, bias, pk, pv)
+            x, k, v = block(x, cos, sin, bias, pk, pv, new_only)
             presents.append((k, v))
         return self.lm_head(self.norm(x)), presents
 

@@ -115,7 +115,11 @@ def greedy(sess, prompt_ids, max_new=48):
         if token in stop:
             break
         generated.append(token)
-        past = [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(layers)]
+        # The graph returns only the new keys/values: the cache is appended here.
+        past = [
+            (np.concatenate([k, out[1 + 2 * i]], axis=2), np.concatenate([v, out[2 + 2 * i]], axis=2))
+            for i, (k, v) in enumerate(past)
+        ]
         out = sess.run(names, feed([token], total, past))
         total += 1
     return TOKENIZER.decode(generated, skip_special_tokens=False)

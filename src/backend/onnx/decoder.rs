@@ -1,8 +1,10 @@
 //! One ONNX decoder session with a KV-cache interface, as Hugging Face / Optimum
 //! export them: `input_ids`, `attention_mask`, optional `position_ids` and
-//! `past_key_values.{i}.key|value` in; `logits` and `present.{i}.key|value` out.
-//! Layer count, KV heads and head size are read from the session's inputs, so any
-//! decoder-only model with this interface runs (sluice-tiny, Llama, Qwen, ...).
+//! `past_key_values.{i}.key|value` in; `logits` and `present.{i}.key|value` (past +
+//! new, Optimum) or `new_key_values.{i}.key|value` (new only, sluice-tiny: the graph
+//! never copies the cache) out. Either way the new tokens' entries are the last
+//! positions of each output. Layer count, KV heads and head size are read from the
+//! session's inputs, so any decoder-only model with this interface runs.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -34,11 +36,13 @@ pub struct Step<'a> {
     pub attention_mask: Vec<i64>,
     pub position_ids: Vec<i64>,
     /// `2 × layers` tensors `[batch, heads, past, head_dim]`.
-    pub past: &'a [DynValue],
+    pub past: Vec<SessionInputValue<'a>>,
+    /// Per row, the position (within `seq`) whose logits are wanted.
+    pub last: Vec<usize>,
 }
 
-/// What a step returns: the last position's logits of every row (`batch × vocab`)
-/// and the grown KV cache.
+/// What a step returns: one row of logits per batch row (`batch × vocab`) and the KV
+/// outputs, whose last `seq` positions are the new tokens'.
 pub struct StepOutput {
     pub logits: Vec<f32>,
     pub vocab: usize,
@@ -90,10 +94,13 @@ impl Decoder {
             return Err(fail(&"the model has no `logits` output"));
         }
         let past = kv_names(inputs.iter().copied(), "past_key_values.");
-        let present = kv_names(outputs.iter().copied(), "present.");
+        let mut present = kv_names(outputs.iter().copied(), "present.");
+        if present.is_empty() {
+            present = kv_names(outputs.iter().copied(), "new_key_values.");
+        }
         if past.is_empty() || past.len() != present.len() || past.len() % 2 != 0 {
             return Err(fail(
-                &"expected matching past_key_values.{i}.key|value inputs and present.{i}.key|value outputs (a decoder exported with its KV cache)",
+                &"expected matching past_key_values.{i}.key|value inputs and present.{i}.key|value (or new_key_values.{i}.key|value) outputs: a decoder exported with its KV cache",
             ));
         }
         let (kv_heads, head_dim) = session
@@ -128,6 +135,11 @@ impl Decoder {
         self.past.len() / 2
     }
 
+    /// KV tensors per step: a key and a value per layer.
+    pub fn kv_tensors(&self) -> usize {
+        self.past.len()
+    }
+
     /// An empty cache (`past = 0`) for a prefill of `batch` rows.
     pub fn empty_past(&self, batch: usize) -> ort::Result<Vec<DynValue>> {
         (0..self.past.len())
@@ -146,6 +158,7 @@ impl Decoder {
             attention_mask,
             position_ids,
             past,
+            last,
         } = step;
         let total = attention_mask.len() / batch.max(1);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
@@ -171,7 +184,7 @@ impl Decoder {
             ));
         }
         for (name, value) in self.past.iter().zip(past) {
-            inputs.push((Cow::Borrowed(name.as_str()), value.into()));
+            inputs.push((Cow::Borrowed(name.as_str()), value));
         }
         let mut outputs = self.session.run(inputs)?;
         let (shape, all) = outputs["logits"].try_extract_tensor::<f32>()?;
@@ -179,7 +192,12 @@ impl Decoder {
         let rows_seq = shape.get(1).copied().unwrap_or(1).max(1) as usize;
         let mut logits = Vec::with_capacity(batch * vocab);
         for row in 0..batch {
-            let start = (row * rows_seq + rows_seq - 1) * vocab;
+            let at = last
+                .get(row)
+                .copied()
+                .unwrap_or(rows_seq - 1)
+                .min(rows_seq - 1);
+            let start = (row * rows_seq + at) * vocab;
             let last = all
                 .get(start..start + vocab)
                 .ok_or_else(|| ort::Error::new(format!("logits have shape {shape:?}")))?;

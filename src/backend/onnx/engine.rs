@@ -1,8 +1,8 @@
 //! One engine per loaded tier: a dedicated OS thread that owns the ONNX session and
 //! runs continuous (iteration-level) batching. Between two decode steps it drops
-//! finished or abandoned sequences, admits waiting requests (prefilled together in one
-//! run), and rebuilds the batch's KV cache once; then one `Session::run` decodes one
-//! token for every active sequence. Requests wait in a bounded queue; when it is full
+//! finished or abandoned sequences (their cache rows are reused), admits waiting
+//! requests (prefilled together in one run, written into free cache rows); then one
+//! `Session::run` decodes one token for every active sequence. Requests wait in a bounded queue; when it is full
 //! [`EngineHandle::submit`] fails at once with `Overloaded` (503 + `retry-after`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use tokenizers::Tokenizer;
 
 use super::decoder::{Decoder, Step};
-use super::kv::{attention_mask, merge, KvCache, RowSource};
+use super::kv::{attention_mask, KvStore};
 use super::sequence::{Job, Sequence, Vocab};
 use crate::error::BackendError;
 
@@ -46,7 +46,6 @@ pub struct Shared {
     pub tokenizer: Arc<Tokenizer>,
     pub stop_ids: Vec<u32>,
     pub tool_tags: (String, String),
-    pub pad_id: u32,
 }
 
 /// The async side's handle: submit jobs, see whether the thread still runs.
@@ -77,14 +76,20 @@ impl EngineHandle {
             settings: settings.clone(),
         };
         let engine = Engine {
-            decoder,
             shared,
             settings: settings.clone(),
             metrics,
             rx,
             waiting,
             seqs: Vec::new(),
-            kv: KvCache::default(),
+            kv: KvStore::new(
+                decoder.kv_tensors(),
+                settings.max_batch_size,
+                decoder.kv_heads,
+                decoder.head_dim,
+                settings.max_context,
+            ),
+            decoder,
         };
         std::thread::Builder::new()
             .name(format!("sluice-{}-{}", settings.backend, settings.tier))
@@ -133,7 +138,7 @@ struct Engine {
     waiting: Arc<AtomicUsize>,
     /// Active sequences; row `i` of `kv` belongs to `seqs[i]`.
     seqs: Vec<Sequence>,
-    kv: KvCache,
+    kv: KvStore,
 }
 
 impl Engine {
@@ -142,8 +147,8 @@ impl Engine {
             let Some(new) = self.admit() else {
                 return; // every sender is gone: the backend was dropped
             };
-            let joined = self.prefill(new);
-            self.regroup(joined);
+            self.prefill(new);
+            self.drop_done();
             self.metrics.active.set(self.seqs.len() as i64);
             if !self.seqs.is_empty() {
                 self.decode();
@@ -153,14 +158,12 @@ impl Engine {
 
     /// Take waiting jobs for the free slots; block while there is nothing to do.
     fn admit(&mut self) -> Option<Vec<Job>> {
-        let mut new = Vec::new();
-        let running = self.seqs.iter().filter(|s| !s.is_done()).count();
-        if running == 0 && !self.seqs.is_empty() {
-            // Everything finished: let go of the cache before waiting for work.
-            self.seqs.clear();
-            self.kv = KvCache::default();
+        self.drop_done();
+        if self.seqs.is_empty() {
             self.metrics.active.set(0);
         }
+        let mut new = Vec::new();
+        let running = self.seqs.len();
         let free = self.settings.max_batch_size.saturating_sub(running);
         while new.len() < free {
             let job = if running == 0 && new.is_empty() {
@@ -193,6 +196,16 @@ impl Engine {
         Some(new)
     }
 
+    /// Drop finished or abandoned sequences and their cache rows.
+    fn drop_done(&mut self) {
+        for r in (0..self.seqs.len()).rev() {
+            if self.seqs[r].is_done() {
+                self.seqs.swap_remove(r);
+                self.kv.swap_remove(r);
+            }
+        }
+    }
+
     fn error(&self, message: String) -> BackendError {
         BackendError::Failed {
             backend: self.settings.backend.clone(),
@@ -200,139 +213,82 @@ impl Engine {
         }
     }
 
-    fn vocab(&self) -> Vocab<'_> {
-        Vocab {
+    fn lens(&self) -> Vec<usize> {
+        self.seqs.iter().map(|s| s.len).collect()
+    }
+
+    /// Prefill each new prompt on its own (no padding to compute), write its cache into
+    /// the next free row and sample its first token.
+    fn prefill(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            self.prefill_one(job);
+        }
+    }
+
+    fn prefill_one(&mut self, job: Job) {
+        let started = Instant::now();
+        let len = job.prompt.len();
+        let input_ids = job.prompt.iter().map(|&t| t as i64).collect();
+        let mut seq = Sequence::new(job, &self.shared.tool_tags);
+        let result = self.decoder.empty_past(1).and_then(|past| {
+            self.decoder.run(Step {
+                batch: 1,
+                seq: len,
+                input_ids,
+                attention_mask: vec![1; len],
+                position_ids: (0..len as i64).collect(),
+                past: past.iter().map(Into::into).collect(),
+                last: vec![len.saturating_sub(1)],
+            })
+        });
+        let stored = result.and_then(|out| {
+            let lens = self.lens();
+            let longest = lens.iter().copied().max().unwrap_or(0).max(len);
+            self.kv.reserve(longest, &lens);
+            self.kv.push_rows(&out.present, &[len])?;
+            Ok(out)
+        });
+        let mut out = match stored {
+            Ok(out) => out,
+            Err(e) => return seq.fail(self.error(format!("prefill failed: {e}"))),
+        };
+        self.metrics.prompt_tokens.inc_by(len as u64);
+        self.metrics
+            .prefill_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let vocab = Vocab {
             tokenizer: &self.shared.tokenizer,
             stop_ids: &self.shared.stop_ids,
             max_context: self.settings.max_context,
             backend: &self.settings.backend,
-        }
-    }
-
-    /// Run the new prompts together (left-padded) and sample each one's first token.
-    fn prefill(&mut self, jobs: Vec<Job>) -> Option<(KvCache, Vec<Sequence>)> {
-        if jobs.is_empty() {
-            return None;
-        }
-        let started = Instant::now();
-        let lens: Vec<usize> = jobs.iter().map(|j| j.prompt.len()).collect();
-        let longest = lens.iter().copied().max().unwrap_or(0);
-        let mut input_ids = Vec::with_capacity(jobs.len() * longest);
-        let mut position_ids = Vec::with_capacity(jobs.len() * longest);
-        for job in &jobs {
-            let pad = longest - job.prompt.len();
-            input_ids.extend(std::iter::repeat_n(self.shared.pad_id as i64, pad));
-            input_ids.extend(job.prompt.iter().map(|&t| t as i64));
-            position_ids.extend(std::iter::repeat_n(0, pad));
-            position_ids.extend(0..job.prompt.len() as i64);
-        }
-        let mut seqs: Vec<Sequence> = jobs
-            .into_iter()
-            .map(|job| Sequence::new(job, &self.shared.tool_tags))
-            .collect();
-        let result = self.decoder.empty_past(seqs.len()).and_then(|past| {
-            self.decoder.run(Step {
-                batch: seqs.len(),
-                seq: longest,
-                input_ids,
-                attention_mask: attention_mask(&lens, longest, 0),
-                position_ids,
-                past: &past,
-            })
-        });
-        let mut out = match result {
-            Ok(out) => out,
-            Err(e) => {
-                let error = self.error(format!("prefill failed: {e}"));
-                for seq in &mut seqs {
-                    seq.fail(error.clone());
-                }
-                return None;
-            }
         };
-        self.metrics
-            .prompt_tokens
-            .inc_by(lens.iter().sum::<usize>() as u64);
-        self.metrics
-            .prefill_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let vocab_size = out.vocab;
-        let vocab = self.vocab();
-        for (row, seq) in seqs.iter_mut().enumerate() {
-            let logits = &mut out.logits[row * vocab_size..(row + 1) * vocab_size];
-            seq.step(logits, &vocab);
-        }
-        self.metrics.generated_tokens.inc_by(seqs.len() as u64);
-        let kv = KvCache {
-            tensors: out.present,
-            past: longest,
-        };
-        Some((kv, seqs))
-    }
-
-    /// Drop finished rows, append the new ones, and rebuild the cache if anything changed.
-    fn regroup(&mut self, joined: Option<(KvCache, Vec<Sequence>)>) {
-        let leaving = self.seqs.iter().any(Sequence::is_done);
-        let (new_kv, new_seqs) = joined.unwrap_or_default();
-        if !leaving && new_seqs.is_empty() {
-            return;
-        }
-        if self.seqs.is_empty() && new_seqs.iter().all(|s| !s.is_done()) {
-            // Nothing running before: the prefill cache is the batch, no copy needed.
-            self.kv = new_kv;
-            self.seqs = new_seqs;
-            return;
-        }
-        let old = std::mem::take(&mut self.seqs);
-        let mut rows = Vec::new();
-        let mut kept = Vec::new();
-        let old_kv = std::mem::take(&mut self.kv);
-        for (row, seq) in old.into_iter().enumerate() {
-            if !seq.is_done() {
-                rows.push((true, row, seq.len));
-                kept.push(seq);
-            }
-        }
-        for (row, seq) in new_seqs.into_iter().enumerate() {
-            if !seq.is_done() {
-                rows.push((false, row, seq.len));
-                kept.push(seq);
-            }
-        }
-        let sources: Vec<RowSource<'_>> = rows
-            .iter()
-            .map(|&(old, row, len)| RowSource {
-                cache: if old { &old_kv } else { &new_kv },
-                row,
-                len,
-            })
-            .collect();
-        match merge(&sources, self.decoder.kv_heads, self.decoder.head_dim) {
-            Ok(kv) => {
-                self.kv = kv;
-                self.seqs = kept;
-            }
-            Err(e) => {
-                let error = self.error(format!("cannot rebuild the KV cache: {e}"));
-                for seq in &mut kept {
-                    seq.fail(error.clone());
-                }
-            }
-        }
+        seq.step(&mut out.logits[..out.vocab], &vocab);
+        self.metrics.generated_tokens.inc();
+        self.seqs.push(seq);
     }
 
     /// One token for every active sequence.
     fn decode(&mut self) {
         let started = Instant::now();
         let batch = self.seqs.len();
-        let lens: Vec<usize> = self.seqs.iter().map(|s| s.len).collect();
-        let result = self.decoder.run(Step {
-            batch,
-            seq: 1,
-            input_ids: self.seqs.iter().map(|s| s.next as i64).collect(),
-            attention_mask: attention_mask(&lens, self.kv.past, 1),
-            position_ids: lens.iter().map(|&l| l as i64).collect(),
-            past: &self.kv.tensors,
+        let lens = self.lens();
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        self.kv.reserve(longest, &lens);
+        let cap = self.kv.cap();
+        let result = self.kv.views().and_then(|past| {
+            self.decoder.run(Step {
+                batch,
+                seq: 1,
+                input_ids: self.seqs.iter().map(|s| s.next as i64).collect(),
+                attention_mask: attention_mask(&lens, cap, 1),
+                position_ids: lens.iter().map(|&l| l as i64).collect(),
+                past,
+                last: vec![0; batch],
+            })
+        });
+        let result = result.and_then(|out| {
+            self.kv.append_last(&out.present, &lens)?;
+            Ok(out)
         });
         let mut out = match result {
             Ok(out) => out,
@@ -342,7 +298,7 @@ impl Engine {
                     seq.fail(error.clone());
                 }
                 self.seqs.clear();
-                self.kv = KvCache::default();
+                self.kv.clear();
                 return;
             }
         };
@@ -351,10 +307,6 @@ impl Engine {
             .decode_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.generated_tokens.inc_by(batch as u64);
-        self.kv = KvCache {
-            tensors: std::mem::take(&mut out.present),
-            past: self.kv.past + 1,
-        };
         let vocab_size = out.vocab;
         let vocab = Vocab {
             tokenizer: &self.shared.tokenizer,

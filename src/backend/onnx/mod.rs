@@ -88,7 +88,6 @@ impl OnnxBackend {
         let threads = cfg.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let pad_id = folder.stop_ids.last().copied().unwrap_or(0);
 
         let mut engines = BTreeMap::new();
         for tier in &tiers {
@@ -105,7 +104,6 @@ impl OnnxBackend {
                 tokenizer: folder.tokenizer.clone(),
                 stop_ids: folder.stop_ids.clone(),
                 tool_tags: folder.tool_tags.clone(),
-                pad_id,
             };
             tracing::info!(
                 backend = name,

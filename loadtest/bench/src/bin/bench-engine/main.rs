@@ -1,0 +1,640 @@
+//! Closed-loop load generator for the embedded-engine batching benchmark
+//! (loadtest/engine.sh).
+//!
+//! One sluice serves the same ONNX model twice: `--batched` (max_batch_size = 32) and
+//! `--unbatched` (max_batch_size = 1), both with `ignore_eos`, so every request generates
+//! exactly its `max_tokens`: `--max-tokens` on average, 4/8 to 12/8 of it by prompt
+//! (`LENGTH_EIGHTHS`). For each concurrency C (in the order given) it runs one
+//! cell per model, alternating which model goes first: C workers, each on its own
+//! HTTP/1.1 keep-alive connection (TCP_NODELAY), send streaming chat completions back to
+//! back. Prompts are taken round-robin from a fixed list of 9 (three with tools; about
+//! 10–115 prompt tokens). A cell is `--warmup` seconds of load, then a `--duration` second
+//! measurement window; at the window's end workers stop sending and the requests in
+//! flight finish (bounded by `--timeout-s`), so the next cell starts on an idle engine.
+//!
+//! Per request: TTFT = send to the first SSE chunk whose `choices[0].delta` has non-empty
+//! `content` or `tool_calls`; tokens = `usage.completion_tokens` of the final usage chunk.
+//! Per cell:
+//!   tokens/s = completion tokens generated inside the window / window length, where each
+//!              request's completion_tokens are spread evenly over its delta chunks by
+//!              arrival time (so requests straddling the window edges count pro rata and
+//!              lock-step batches cannot make the count jump);
+//!   TTFT     = p50/p95 over requests *sent* inside the window; also the p50 of the
+//!              prompts without tools alone (their first delta is a text token, not a
+//!              whole tool call) and, in the JSON, the p50 of each prompt;
+//!   errors   = any request of the cell (warm-up included) that failed: non-2xx, error
+//!              event, no `[DONE]`, no usage, no delta, or slower than `--timeout-s`.
+//!
+//! Targets: at concurrency 16 batched tokens/s >= `--target-speedup` x unbatched, and
+//! batched TTFT p50 at 16 <= `--target-ttft-ratio` x batched TTFT p50 at 1, with no
+//! errors. Prints a markdown report (report.rs), writes `--json` with every cell; exit 0
+//! met, 3 missed, 1 error.
+//!
+//! Usage: bench-engine --url http://127.0.0.1:PORT/v1 [--batched tiny-batched]
+//!   [--unbatched tiny-unbatched] [--concurrency 1,4,16,32] [--duration 8] [--warmup 1]
+//!   [--max-tokens 64] [--timeout-s 60] [--max-seconds 300] [--sluice-pid PID]
+//!   [--json FILE] [--target-speedup 3] [--target-ttft-ratio 2] [--title TEXT]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+mod metrics;
+mod report;
+use report::{pct, render, Cell, Report};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match Opts::parse(&args) {
+        Ok(o) => run(o),
+        Err(e) => {
+            eprintln!("bench-engine: {e}\n(see the header of src/bin/bench-engine/main.rs)");
+            2
+        }
+    };
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code);
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+struct Opts {
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+    batched: String,
+    unbatched: String,
+    concurrency: Vec<usize>,
+    duration: f64,
+    warmup: f64,
+    max_tokens: u32,
+    timeout: Duration,
+    max_seconds: f64,
+    sluice_pid: Option<u32>,
+    json: Option<String>,
+    target_speedup: f64,
+    target_ttft_ratio: f64,
+    title: String,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut url = String::new();
+        let mut o = Opts {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            authority: String::new(),
+            path: String::new(),
+            batched: "tiny-batched".into(),
+            unbatched: "tiny-unbatched".into(),
+            concurrency: vec![1, 4, 16, 32],
+            duration: 8.0,
+            warmup: 1.0,
+            max_tokens: 64,
+            timeout: Duration::from_secs(60),
+            max_seconds: 300.0,
+            sluice_pid: None,
+            json: None,
+            target_speedup: 3.0,
+            target_ttft_ratio: 2.0,
+            title: String::new(),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let v = it.next().ok_or(format!("{a} needs a value"))?;
+            let num = |v: &str| v.parse::<f64>().map_err(|e| format!("{a}: {e}"));
+            match a.as_str() {
+                "--url" => url = v.clone(),
+                "--batched" => o.batched = v.clone(),
+                "--unbatched" => o.unbatched = v.clone(),
+                "--concurrency" => {
+                    o.concurrency = v
+                        .split(',')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(|s| s.trim().parse::<usize>().map_err(|e| format!("{a}: {e}")))
+                        .collect::<Result<_, _>>()?
+                }
+                "--duration" => o.duration = num(v)?,
+                "--warmup" => o.warmup = num(v)?,
+                "--max-tokens" => o.max_tokens = num(v)? as u32,
+                "--timeout-s" => o.timeout = Duration::from_secs_f64(num(v)?),
+                "--max-seconds" => o.max_seconds = num(v)?,
+                "--sluice-pid" => o.sluice_pid = Some(num(v)? as u32),
+                "--json" => o.json = Some(v.clone()),
+                "--target-speedup" => o.target_speedup = num(v)?,
+                "--target-ttft-ratio" => o.target_ttft_ratio = num(v)?,
+                "--title" => o.title = v.clone(),
+                _ => return Err(format!("unknown argument {a}")),
+            }
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("--url http://127.0.0.1:PORT/v1 is required")?;
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        o.addr = authority
+            .to_socket_addrs()
+            .map_err(|e| format!("{authority}: {e}"))?
+            .next()
+            .ok_or(format!("{authority}: no address"))?;
+        if !o.addr.ip().is_loopback() {
+            return Err(format!("{url}: the benchmark only talks to loopback"));
+        }
+        o.authority = authority.to_owned();
+        o.path = format!("{prefix}/chat/completions");
+        if o.concurrency.is_empty() || o.concurrency.iter().any(|&c| c == 0 || c > 256) {
+            return Err("--concurrency: a list of values in 1..=256".into());
+        }
+        if !(o.duration > 0.0 && o.duration <= 120.0 && o.warmup >= 0.0 && o.warmup <= 60.0) {
+            return Err("bounded runs only: 0 < --duration <= 120 s, --warmup <= 60 s".into());
+        }
+        if o.max_tokens == 0 || o.max_tokens > 480 || o.max_seconds <= 0.0 || o.max_seconds > 1800.0
+        {
+            return Err("need 1 <= --max-tokens <= 480 and 0 < --max-seconds <= 1800".into());
+        }
+        Ok(o)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Request bodies: the demo model's world, some prompts with tools so lengths vary.
+
+/// Six prompts without tools and three with. With tools the first delta is usually a
+/// whole tool call, which the engine's parser holds back until the call is complete (about
+/// 20 decode steps), so those TTFTs form a separate, slower cluster. An odd count, mostly
+/// without tools, puts the TTFT median inside one prompt's own samples instead of on the
+/// gap between two prompts (round-robin gives every prompt the same share).
+const PROMPTS: [(&str, &[&str]); 9] = [
+    ("What is 12 * 7?", &["calculator"]),
+    ("Hello! Who are you?", &[]),
+    (
+        "I run a small online shop and I am putting together the quarterly report for my \
+         team. Could you tell me which product brought in the most revenue in the second \
+         quarter, and how that compares with the first quarter? A short answer is fine, \
+         I only need the numbers for one slide.",
+        &[],
+    ),
+    ("How many orders were placed in March?", &["sql_query"]),
+    ("Good morning!", &[]),
+    (
+        "Please say hello to my colleague Maria, she joined the sales team today.",
+        &[],
+    ),
+    ("Can you work out (348 + 1290) / 6 for me?", &[]),
+    (
+        "What time is it in Tokyo?",
+        &["calculator", "sql_query", "current_time"],
+    ),
+    (
+        "Thanks, that was helpful. Before I go, can you explain in a sentence or two what \
+         kinds of questions you can answer for me?",
+        &[],
+    ),
+];
+
+fn tool(name: &str) -> Value {
+    let (description, param) = match name {
+        "calculator" => ("Evaluate an arithmetic expression", "expression"),
+        "sql_query" => ("Run a read-only SQL query on the sales database", "query"),
+        _ => ("Current time in a timezone", "timezone"),
+    };
+    json!({"type": "function", "function": {"name": name, "description": description,
+        "parameters": {"type": "object", "properties": {param: {"type": "string"}},
+                       "required": [param]}}})
+}
+
+/// Each prompt's share of `--max-tokens`, in eighths: from 4/8 to 12/8, mean exactly 1, so
+/// answers have different lengths (as real ones do) and the closed-loop clients do not
+/// all finish on the same decode step and come back in one synchronized wave, while the
+/// total work stays `max_tokens` per request on average.
+const LENGTH_EIGHTHS: [u32; 9] = [8, 5, 11, 7, 12, 4, 9, 6, 10];
+
+/// A prompt's `max_tokens` (ignore_eos: exactly what it generates).
+fn prompt_tokens(max_tokens: u32, prompt: usize) -> u32 {
+    (max_tokens * LENGTH_EIGHTHS[prompt % LENGTH_EIGHTHS.len()] / 8).max(1)
+}
+
+/// One body per prompt, with whether it carries tools.
+fn bodies(model: &str, max_tokens: u32) -> Vec<(Bytes, bool)> {
+    PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, (text, tools))| {
+            let max_tokens = prompt_tokens(max_tokens, i);
+            let mut body = json!({
+                "model": model,
+                "messages": [{"role": "user", "content": text}],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "temperature": 0,
+                "max_tokens": max_tokens,
+            });
+            if !tools.is_empty() {
+                body["tools"] = tools.iter().map(|t| tool(t)).collect();
+            }
+            (Bytes::from(body.to_string()), !tools.is_empty())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// One request
+
+struct Target {
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+}
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(t: &Target) -> Result<Conn, &'static str> {
+    let tcp = tokio::net::TcpStream::connect(t.addr)
+        .await
+        .map_err(|_| "connect")?;
+    tcp.set_nodelay(true).map_err(|_| "connect")?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|_| "handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// What one request produced.
+struct Outcome {
+    sent: Instant,
+    end: Instant,
+    first: Option<Instant>,
+    /// Arrival time of every chunk with a non-empty delta.
+    deltas: Vec<Instant>,
+    completion_tokens: u64,
+    prompt_tokens: u64,
+    /// The prompt carried tools (its first delta may be a whole tool call, held back
+    /// by the engine's tool-call parser until the call is complete).
+    tools: bool,
+    /// Index into PROMPTS.
+    prompt: usize,
+    error: Option<&'static str>,
+}
+
+/// Sends one streaming request on `conn` (reconnecting when needed) and reads the SSE
+/// body to the end, recording times into `out`. The caller applies the timeout.
+async fn exchange(
+    t: &Target,
+    conn: &mut Option<Conn>,
+    body: Bytes,
+    out: &mut Outcome,
+) -> Result<(), &'static str> {
+    let mut sender = match conn.take() {
+        Some(mut s) if !s.is_closed() => match s.ready().await {
+            Ok(()) => s,
+            Err(_) => connect(t).await?,
+        },
+        _ => connect(t).await?,
+    };
+    let req = Request::post(t.path.as_str())
+        .header(header::HOST, t.authority.as_str())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|_| "request")?;
+    out.sent = Instant::now();
+    let resp = sender.send_request(req).await.map_err(|_| "send")?;
+    if !resp.status().is_success() {
+        let code = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        *conn = Some(sender);
+        return Err(match code {
+            429 => "http_429",
+            503 => "http_503",
+            400..=499 => "http_4xx",
+            _ => "http_5xx",
+        });
+    }
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut done = false;
+    let mut usage = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| "body")?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let now = Instant::now();
+        buf.extend_from_slice(&data);
+        while let Some(pos) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..pos + 2).collect();
+            for line in event[..pos].split(|&b| b == b'\n') {
+                let Some(payload) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                let payload = payload.trim_ascii();
+                if payload == b"[DONE]" {
+                    done = true;
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(payload).map_err(|_| "bad_json")?;
+                if v.get("error").is_some() {
+                    return Err("error_event");
+                }
+                let delta = &v["choices"][0]["delta"];
+                let content = delta["content"].as_str().is_some_and(|s| !s.is_empty());
+                let calls = delta["tool_calls"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty());
+                if content || calls {
+                    out.first.get_or_insert(now);
+                    out.deltas.push(now);
+                }
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    usage = true;
+                    out.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+                    out.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+    }
+    out.end = Instant::now();
+    *conn = Some(sender);
+    match (done, usage, out.first.is_some()) {
+        (false, _, _) => Err("no_done"),
+        (_, false, _) => Err("no_usage"),
+        (_, _, false) => Err("no_delta"),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// One cell: one model at one concurrency
+
+async fn worker(
+    t: Arc<Target>,
+    bodies: Arc<Vec<(Bytes, bool)>>,
+    next: Arc<AtomicUsize>,
+    stop_sending: Instant,
+    timeout: Duration,
+) -> Vec<Outcome> {
+    let mut conn = None;
+    let mut outcomes = Vec::new();
+    while Instant::now() < stop_sending {
+        let prompt = next.fetch_add(1, Ordering::Relaxed) % bodies.len();
+        let (body, tools) = bodies[prompt].clone();
+        let now = Instant::now();
+        let mut out = Outcome {
+            sent: now,
+            end: now,
+            first: None,
+            deltas: Vec::with_capacity(80),
+            completion_tokens: 0,
+            prompt_tokens: 0,
+            tools,
+            prompt,
+            error: None,
+        };
+        match tokio::time::timeout(timeout, exchange(&t, &mut conn, body, &mut out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => out.error = Some(e),
+            Err(_) => out.error = Some("timeout"),
+        }
+        if out.error.is_some() {
+            out.end = Instant::now();
+            if out.error != Some("http_429") && out.error != Some("http_503") {
+                conn = None;
+            }
+            // A failing server must not turn the closed loop into a busy loop.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        outcomes.push(out);
+    }
+    outcomes
+}
+
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn run_cell(o: &Opts, t: &Arc<Target>, model: &str, batched: bool, c: usize) -> Cell {
+    let bodies = Arc::new(bodies(model, o.max_tokens));
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = metrics::scrape(t).await;
+    let start = Instant::now();
+    let ws = start + Duration::from_secs_f64(o.warmup);
+    let we = ws + Duration::from_secs_f64(o.duration);
+    let cpu = o.sluice_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(ws.into()).await;
+            let a = cpu_secs(pid);
+            tokio::time::sleep_until(we.into()).await;
+            Some(cpu_secs(pid)? - a?)
+        })
+    });
+    let workers: Vec<_> = (0..c)
+        .map(|_| {
+            tokio::spawn(worker(
+                t.clone(),
+                bodies.clone(),
+                next.clone(),
+                we,
+                o.timeout,
+            ))
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap_or_default());
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    let engine = match (before, metrics::scrape(t).await) {
+        (Some(a), Some(b)) => metrics::engine_stats(&a, &b),
+        _ => None,
+    };
+    let sluice_cores = match cpu {
+        Some(h) => h.await.ok().flatten().map(|s| s / o.duration),
+        None => None,
+    };
+
+    let mut tokens = 0.0;
+    let (mut ttft, mut ttft_plain, mut lat, mut itl) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut by_prompt = vec![Vec::new(); PROMPTS.len()];
+    let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let (mut short, mut completed, mut pmin, mut pmax) = (0, 0, u64::MAX, 0);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for r in &all {
+        if let Some(e) = r.error {
+            *errors.entry(e).or_default() += 1;
+            continue;
+        }
+        let inside = r.deltas.iter().filter(|&&d| d >= ws && d < we).count();
+        tokens += r.completion_tokens as f64 * inside as f64 / r.deltas.len() as f64;
+        if r.completion_tokens < prompt_tokens(o.max_tokens, r.prompt) as u64 {
+            short += 1;
+        }
+        pmin = pmin.min(r.prompt_tokens);
+        pmax = pmax.max(r.prompt_tokens);
+        if r.end >= ws && r.end < we {
+            completed += 1;
+        }
+        if r.sent >= ws && r.sent < we {
+            let first = r.first.unwrap_or(r.end);
+            ttft.push(ms(first - r.sent));
+            if !r.tools {
+                ttft_plain.push(ms(first - r.sent));
+            }
+            by_prompt[r.prompt].push(ms(first - r.sent));
+            lat.push(ms(r.end - r.sent));
+            if r.completion_tokens > 1 {
+                itl.push(ms(r.end - first) / (r.completion_tokens - 1) as f64);
+            }
+        }
+    }
+    Cell {
+        model: model.to_owned(),
+        batched,
+        concurrency: c,
+        tokens_per_s: tokens / o.duration,
+        ttft: pct(ttft),
+        ttft_no_tools: pct(ttft_plain),
+        ttft_p50_by_prompt_ms: by_prompt.into_iter().map(|v| pct(v).p50_ms).collect(),
+        latency: pct(lat),
+        inter_token_ms: if itl.is_empty() {
+            f64::NAN
+        } else {
+            itl.iter().sum::<f64>() / itl.len() as f64
+        },
+        completed_in_window: completed,
+        requests: all.len(),
+        errors,
+        short,
+        prompt_tokens_min: if pmin == u64::MAX { 0 } else { pmin },
+        prompt_tokens_max: pmax,
+        wall_s,
+        sluice_cores,
+        engine,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The run and the report
+
+fn run(o: Opts) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench-engine: tokio runtime: {e}");
+            return 1;
+        }
+    };
+    let cap = Duration::from_secs_f64(o.max_seconds);
+    match rt.block_on(async { tokio::time::timeout(cap, run_all(&o)).await }) {
+        Ok(Ok(true)) => 0,
+        Ok(Ok(false)) => 3,
+        Ok(Err(e)) => {
+            eprintln!("bench-engine: {e}");
+            1
+        }
+        Err(_) => {
+            eprintln!(
+                "bench-engine: the run did not finish within --max-seconds {}",
+                o.max_seconds
+            );
+            1
+        }
+    }
+}
+
+async fn run_all(o: &Opts) -> Result<bool, String> {
+    let began = Instant::now();
+    let t = Arc::new(Target {
+        addr: o.addr,
+        authority: o.authority.clone(),
+        path: o.path.clone(),
+    });
+    let mut cells = Vec::new();
+    for (i, &c) in o.concurrency.iter().enumerate() {
+        // Alternate which model goes first, so slow drift on the machine is shared.
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for batched in order {
+            let model = if batched { &o.batched } else { &o.unbatched };
+            let cell = run_cell(o, &t, model, batched, c).await;
+            eprintln!(
+                "[bench-engine] c={c:<3} {:<16} {:>7.1} tok/s  TTFT p50 {:>7.1} ms p95 {:>7.1} ms  \
+                 req {:>4} err {:>2}  sluice {:>4.2} cores  ({:.1} s)",
+                cell.model,
+                cell.tokens_per_s,
+                cell.ttft.p50_ms,
+                cell.ttft.p95_ms,
+                cell.requests,
+                cell.errors.values().sum::<u64>(),
+                cell.sluice_cores.unwrap_or(f64::NAN),
+                cell.wall_s
+            );
+            if cell.requests > 0 && cell.errors.values().sum::<u64>() == cell.requests as u64 {
+                return Err(format!(
+                    "every request of {model} at concurrency {c} failed: {:?}",
+                    cell.errors
+                ));
+            }
+            cells.push(cell);
+        }
+    }
+    let targets = report::goals(&cells, o.target_speedup, o.target_ttft_ratio);
+    let errors: u64 = cells.iter().map(|c| c.errors.values().sum::<u64>()).sum();
+    let pass = targets.iter().all(|t| t.pass) && errors == 0;
+    let report = Report {
+        title: o.title.clone(),
+        prompts: PROMPTS.len(),
+        batched_model: o.batched.clone(),
+        unbatched_model: o.unbatched.clone(),
+        max_tokens: o.max_tokens,
+        warmup_s: o.warmup,
+        duration_s: o.duration,
+        concurrency: o.concurrency.clone(),
+        cells,
+        targets,
+        errors,
+        sluice_vm_hwm_kb: o.sluice_pid.and_then(|p| status_kb(p, "VmHWM:")),
+        sluice_vm_rss_end_kb: o.sluice_pid.and_then(|p| status_kb(p, "VmRSS:")),
+        pass,
+        run_seconds: began.elapsed().as_secs_f64(),
+    };
+    print!("{}", render(&report));
+    if let Some(path) = &o.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n").map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(pass)
+}

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The embedded ONNX engine's continuous batching: output tokens/s and time to first token
+# (TTFT) at several concurrencies, with batching on (max_batch_size = 32) and off
+# (max_batch_size = 1), measured in one run against one sluice. `make bench-engine` runs it
+# after `make ort`. Everything on 127.0.0.1; every phase is bounded in time, and all
+# processes started here are stopped on exit.
+#
+#   loadtest/engine.sh                              # the target run (about 75 s plus builds)
+#   CONCURRENCY=1,16 DURATION=4 loadtest/engine.sh  # a quicker look
+#
+# Steps: build sluice (release) and the bench tools (loadtest/bench), write a config with
+# two onnx backends over the same model folder and tier, `batched` (max_batch_size 32) and
+# `unbatched` (max_batch_size 1), each served as a model with `ignore_eos = true` so every
+# request generates exactly its max_tokens (MAX_TOKENS on average, varied by prompt so
+# answers differ in length as real ones do); start sluice, wait for /readyz, then run
+# bench-engine: for each concurrency C, one closed-loop cell per model (the order
+# alternates between concurrencies), each WARMUP s of load then DURATION s measured.
+# Prints a table and writes loadtest/results/engine-<UTC time>.md and .json (every cell);
+# the config, sluice's log and the machine context go to loadtest/results/engine-<UTC time>/.
+# Exit status: 0 targets met, 3 targets missed, anything else an error.
+#
+# Targets: at concurrency 16, batched tokens/s >= 3x the max_batch_size=1 tokens/s; batched
+# TTFT p50 at concurrency 16 <= 2x batched TTFT p50 at concurrency 1; no errors.
+#
+# Environment (defaults in brackets):
+#   CONCURRENCY [1,4,16,32]  closed-loop workers per cell (the targets need 1 and 16)
+#   DURATION [8] s measured per cell     WARMUP [1] s of load before each cell's window
+#   MAX_TOKENS [64] tokens per answer on average (4/8..12/8 of it by prompt)
+#   TIER [int8] model tier (int8, int4, fp32); int8 is what the default config serves
+#   THREADS [unset = one per core] ONNX Runtime threads per engine (`threads` in both backends)
+#   REQUEST_TIMEOUT [60] s per request   TARGET_SPEEDUP [3]   TARGET_TTFT_RATIO [2]
+#   SLUICE_BIN  use this binary instead of building target/release/sluice
+#   SLUICE_LOG  [warn] RUST_LOG for sluice
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+CONCURRENCY="${CONCURRENCY:-1,4,16,32}"
+DURATION="${DURATION:-8}"
+WARMUP="${WARMUP:-1}"
+MAX_TOKENS="${MAX_TOKENS:-64}"
+TIER="${TIER:-int8}"
+THREADS="${THREADS:-}"
+REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-60}"
+TARGET_SPEEDUP="${TARGET_SPEEDUP:-3}"
+TARGET_TTFT_RATIO="${TARGET_TTFT_RATIO:-2}"
+SLUICE_LOG="${SLUICE_LOG:-warn}"
+CARGO="${CARGO:-cargo}"
+MODEL_DIR="models/sluice-tiny"
+
+log() { printf '[engine.sh] %s\n' "$*" >&2; }
+
+[[ "$TIER" =~ ^[a-z0-9]+$ ]] || { log "TIER must be a tier name such as int4"; exit 2; }
+[[ -z "$THREADS" || "$THREADS" =~ ^[1-9][0-9]*$ ]] || { log "THREADS must be a positive integer"; exit 2; }
+[[ -f "$root/.ort/libonnxruntime.so" || -n "${ORT_DYLIB_PATH:-}" ]] || {
+  log "no .ort/libonnxruntime.so: run \`make ort\` first (or set ORT_DYLIB_PATH)"
+  exit 2
+}
+[[ -f "$root/$MODEL_DIR/model.$TIER.onnx" ]] || { log "no $MODEL_DIR/model.$TIER.onnx"; exit 2; }
+
+# Upper bound on the whole run: per cell warm-up, window and up to 15 s for the requests in
+# flight to finish, plus start-up slack. The load generator and sluice stop by themselves.
+n_conc=$(( $(tr -cd ',' <<<"$CONCURRENCY" | wc -c) + 1 ))
+budget=$(awk -v n="$n_conc" -v w="$WARMUP" -v d="$DURATION" \
+  'BEGIN { printf "%d", 2 * n * (w + d + 15) + 30 }')
+(( budget <= 900 )) || { log "the run would be longer than 15 minutes ($budget s); shorten it"; exit 2; }
+
+# --- build ------------------------------------------------------------------------------
+if [[ -z "${SLUICE_BIN:-}" ]]; then
+  log "building sluice (release)"
+  (cd "$root" && "$CARGO" build --release --locked --bin sluice)
+  SLUICE_BIN="$root/target/release/sluice"
+fi
+log "building the bench tools (loadtest/bench)"
+"$CARGO" build --release --locked --manifest-path "$here/bench/Cargo.toml" \
+  --target-dir "$here/target"
+BIN="$here/target/release"
+
+# --- run directory and cleanup ---------------------------------------------------------
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="$here/results/engine-$stamp"
+mkdir -p "$out"
+pids=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- sluice -----------------------------------------------------------------------------
+port="$("$BIN/bench-loadgen" free-port)"
+backend() {
+  cat <<EOF
+[backends.$1]
+kind = "onnx"
+model_dir = "$MODEL_DIR"
+tiers = ["$TIER"]
+max_batch_size = $2
+queue_size = 512
+max_context = 512
+EOF
+  [[ -z "$THREADS" ]] || echo "threads = $THREADS"
+  echo
+}
+{
+  echo "# Written by loadtest/engine.sh: the same model and tier with batching on and off."
+  echo "[server]"
+  echo "listen = \"127.0.0.1:$port\""
+  echo
+  backend batched 32
+  backend unbatched 1
+  cat <<EOF
+# ignore_eos: every request generates exactly max_tokens tokens, so both do equal work.
+[[models]]
+name = "tiny-batched"
+backend = "batched"
+tier = "$TIER"
+options = { ignore_eos = true }
+
+[[models]]
+name = "tiny-unbatched"
+backend = "unbatched"
+tier = "$TIER"
+options = { ignore_eos = true }
+EOF
+} >"$out/sluice.toml"
+
+# cwd = repository root, so .ort/libonnxruntime.so and models/ resolve.
+(cd "$root" && RUST_LOG="$SLUICE_LOG" exec timeout -s TERM "$(( budget + 60 ))" \
+  "$SLUICE_BIN" serve --config "$out/sluice.toml") >"$out/sluice.log" 2>&1 &
+pids+=($!)
+# Poll /readyz for up to 60 s, giving up at once if sluice exits (a config error, say).
+ready=0
+for _ in $(seq 60); do
+  if "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$port/readyz" --timeout 1 2>/dev/null; then
+    ready=1
+    break
+  fi
+  kill -0 "${pids[-1]}" 2>/dev/null || break
+done
+if [[ "$ready" != 1 ]]; then
+  log "sluice did not become ready; the end of its log:"
+  tail -n 30 "$out/sluice.log" >&2
+  exit 1
+fi
+# `timeout` forks sluice: watch the child, not the wrapper.
+sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
+[[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
+log "sluice pid $sluice_pid on :$port (tier $TIER, threads ${THREADS:-default}), run budget $budget s"
+
+# --- machine context --------------------------------------------------------------------
+{
+  echo "date: $stamp"
+  echo "git: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" && git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+  echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "command: CONCURRENCY=$CONCURRENCY DURATION=$DURATION WARMUP=$WARMUP MAX_TOKENS=$MAX_TOKENS TIER=$TIER THREADS=${THREADS:-} loadtest/engine.sh"
+} >"$out/context.txt"
+cat "$out/context.txt" >&2
+
+# --- load -------------------------------------------------------------------------------
+# In the background and waited for, so that a signal to this script stops it at once.
+result="$here/results/engine-$stamp"
+timeout -s TERM "$budget" "$BIN/bench-engine" \
+  --url "http://127.0.0.1:$port/v1" --batched tiny-batched --unbatched tiny-unbatched \
+  --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
+  --max-tokens "$MAX_TOKENS" --timeout-s "$REQUEST_TIMEOUT" --max-seconds "$budget" \
+  --target-speedup "$TARGET_SPEEDUP" --target-ttft-ratio "$TARGET_TTFT_RATIO" \
+  --title "tier $TIER, threads ${THREADS:-default}" \
+  --sluice-pid "$sluice_pid" --json "$result.json" >"$result.md" &
+pids+=($!)
+status=0
+wait "${pids[-1]}" || status=$?
+cat "$result.md"
+
+hwm="$(awk '/^VmHWM:/ { printf "%.1f MB", $2 / 1024 }' "/proc/$sluice_pid/status" 2>/dev/null || true)"
+log "sluice peak RSS (VmHWM): ${hwm:-n/a}"
+{ echo; cat "$out/context.txt"; } >>"$result.md"
+log "results in ${result#"$root"/}.md and .json; config, log and context in ${out#"$root"/}/"
+exit "$status"
