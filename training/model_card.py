@@ -63,8 +63,11 @@ the demo sales database (`examples/sales.db`) through a `sql_query` tool, the ti
 a `current_time` tool, and answering with a tool's result. Outside that it produces
 plausible-looking nonsense.
 
-It has the interface of real exported decoder models (Optimum's Llama/Qwen ONNX layout,
+It has the interface of real exported decoder models (Optimum's Llama/Qwen ONNX inputs,
 ChatML, Hermes/Qwen-style `<tool_call>` tags), so the engine that serves it serves those too.
+One difference: where Optimum returns `present.{{i}}.*` (past and new keys/values joined,
+a copy of the whole cache every step), this graph returns only the new tokens' keys/values,
+so the engine keeps the cache in place; sluice runs both layouts.
 
 ## Model
 
@@ -78,7 +81,7 @@ ChatML, Hermes/Qwen-style `<tool_call>` tags), so the engine that serves it serv
 | Chat format | ChatML (`<|im_start|>role\\n...<|im_end|>`), template in `tokenizer_config.json` |
 | Tool calls | `<tool_call>{{"name": ..., "arguments": {{...}}}}</tool_call>` |
 | ONNX inputs | `input_ids`, `attention_mask`, `position_ids`, `past_key_values.{{i}}.key/value` |
-| ONNX outputs | `logits`, `present.{{i}}.key/value` (dynamic batch and sequence axes) |
+| ONNX outputs | `logits`, `new_key_values.{{i}}.key/value` [batch, heads, seq, head size]: the new tokens' entries only (dynamic batch and sequence axes) |
 
 | Tier | File | Size |
 |---|---|---|
