@@ -44,34 +44,10 @@ budget=$(awk -v m="$n_modes" -v w="$WARMUP" -v d="$DURATION" -v r="$ROUNDS" \
 
 log() { printf '[latency.sh] %s\n' "$*" >&2; }
 
-# --- build ------------------------------------------------------------------------------
-if [[ -z "${SLUICE_BIN:-}" ]]; then
-  log "building sluice (release)"
-  (cd "$root" && "$CARGO" build --release --locked --bin sluice)
-  SLUICE_BIN="$root/target/release/sluice"
-fi
-log "building the bench tools (loadtest/bench)"
-"$CARGO" build --release --locked --manifest-path "$here/bench/Cargo.toml" \
-  --target-dir "$here/target"
-BIN="$here/target/release"
-
-# --- run directory and cleanup ---------------------------------------------------------
-stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-out="$here/results/latency-$stamp"
-mkdir -p "$out"
-pids=()
-cleanup() {
-  local status=$?
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# --- build, results directory, cleanup on exit -----------------------------------------
+# shellcheck source=loadtest/common.sh
+source "$here/common.sh"
+bench_setup latency
 
 # --- upstream ---------------------------------------------------------------------------
 up_port="$("$BIN/bench-loadgen" free-port)"
