@@ -74,6 +74,8 @@ async fn invalid_values_are_400_naming_the_param() {
             "messages[0].tool_call_id",
         ),
         (json!({"n": 2}), "n"),
+        (json!({"top_k": -1}), "top_k"),
+        (json!({"top_k": "ten"}), "top_k"),
         (
             json!({"tool_choice": {"type": "function", "function": {"name": "nope"}}}),
             "tool_choice",

@@ -321,14 +321,15 @@ async fn sampling_options_keep_alive_and_format_reach_ollama() {
         "model": "llama",
         "messages": [{"role": "user", "content": "Respond using JSON"}],
         "temperature": 0.2, "top_p": 0.9, "max_tokens": 7, "seed": 42, "stop": ["END", "user:"],
-        "presence_penalty": 0.5, "frequency_penalty": 0.25,
+        "presence_penalty": 0.5, "frequency_penalty": 0.25, "top_k": 3,
         "response_format": {"type": "json_object"}
     });
     assert_eq!(gw.post("/v1/chat/completions", &body).await.status(), 200);
     let sent = up.state.last_request();
     let options = &sent["options"];
     assert_eq!(options["num_ctx"], 8192);
-    assert_eq!(options["top_k"], 20);
+    // The request's top_k (an extra body field) wins over the model's configured one.
+    assert_eq!(options["top_k"], 3);
     assert_eq!(options["temperature"].as_f64().unwrap() as f32, 0.2);
     assert_eq!(options["top_p"].as_f64().unwrap() as f32, 0.9);
     assert_eq!(options["num_predict"], 7);

@@ -45,6 +45,24 @@ async fn the_same_seed_gives_the_same_text() {
 }
 
 #[tokio::test]
+async fn top_k_one_samples_the_greedy_answer_whatever_the_seed() {
+    let gw = engine::start(&["int4"], 8, 64).await;
+    let greedy_text =
+        answer(&complete(&gw, &greedy("tiny", "Hello! Who are you?", false, 40)).await).0;
+    for seed in [1, 2, 3] {
+        let mut body = greedy("tiny", "Hello! Who are you?", false, 40);
+        body["temperature"] = json!(1.5);
+        body["seed"] = json!(seed);
+        body["top_k"] = json!(1);
+        assert_eq!(
+            answer(&complete(&gw, &body).await).0,
+            greedy_text,
+            "seed {seed}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn max_tokens_ends_with_length_and_exact_usage() {
     let gw = engine::start(&["int4"], 8, 64).await;
     let body = complete(&gw, &greedy("tiny", "Hello! Who are you?", false, 3)).await;

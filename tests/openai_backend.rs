@@ -177,7 +177,7 @@ async fn request_parameters_reach_the_upstream() {
             {"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}
         ],
         "temperature": 0.2, "top_p": 0.9, "max_completion_tokens": 7, "stop": ["END"], "seed": 42,
-        "presence_penalty": 0.5, "frequency_penalty": 0.25, "user": "u-1",
+        "presence_penalty": 0.5, "frequency_penalty": 0.25, "user": "u-1", "top_k": 5,
         "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
         "parallel_tool_calls": false,
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -190,6 +190,7 @@ async fn request_parameters_reach_the_upstream() {
     assert_eq!(sent["stop"], json!(["END"]));
     assert_eq!(sent["seed"], 42);
     assert_eq!(sent["user"], "u-1");
+    assert_eq!(sent["top_k"], 5);
     assert_eq!(sent["parallel_tool_calls"], false);
     assert_eq!(sent["response_format"]["json_schema"]["name"], "answer");
     assert_eq!(

@@ -132,6 +132,8 @@ pub struct Sampling {
     pub seed: Option<i64>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// Not an OpenAI field: vLLM/llama.cpp/Ollama's `top_k`, sent as `extra_body`.
+    pub top_k: Option<u32>,
 }
 
 /// A validated chat request for one logical model.

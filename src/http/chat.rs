@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
 
-use super::extract::OpenAiJson;
+use super::extract::{ChatJson, SamplingExtras};
 use super::layers::labelled;
 use super::{convert, response, sse, AppState};
 use crate::domain::collect;
@@ -21,23 +21,25 @@ use crate::pipeline::Tenant;
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
-    OpenAiJson(wire): OpenAiJson<CreateChatCompletionRequest>,
+    ChatJson(wire, extras): ChatJson<CreateChatCompletionRequest>,
 ) -> Response {
     let label = state.pipeline.model_label(&wire.model).to_owned();
-    labelled(label, handle(&state, &tenant, wire).await)
+    labelled(label, handle(&state, &tenant, wire, extras).await)
 }
 
 async fn handle(
     state: &AppState,
     tenant: &Tenant,
     wire: CreateChatCompletionRequest,
+    extras: SamplingExtras,
 ) -> Result<Response, ApiError> {
     let stream = wire.stream.unwrap_or(false);
     let include_usage = wire
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let request = convert::chat_request(wire)?;
+    let mut request = convert::chat_request(wire)?;
+    request.sampling.top_k = extras.top_k;
     let generation = state.pipeline.chat(tenant, request).await?;
     if !stream {
         let mut done = collect(generation.events).await?;

@@ -164,6 +164,8 @@ pub fn chat_request(wire: CreateChatCompletionRequest) -> Result<ChatRequest, Ap
         seed: wire.seed,
         presence_penalty: in_range(wire.presence_penalty, -2.0, 2.0, "presence_penalty")?,
         frequency_penalty: in_range(wire.frequency_penalty, -2.0, 2.0, "frequency_penalty")?,
+        // An extra field, read by the extractor (`SamplingExtras`).
+        top_k: None,
     };
     Ok(ChatRequest {
         model: wire.model,

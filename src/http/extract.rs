@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -17,23 +18,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    413,
-                    "invalid_request_error",
-                    "Request body is larger than this server accepts (server.max_body_bytes).",
-                )
-                .with_code("request_too_large")
-            } else {
-                ApiError::invalid_request(
-                    format!("Could not read the request body: {}", rejection.body_text()),
-                    None,
-                )
-            }
-        })?;
-        parse(&bytes).map(OpenAiJson)
+        parse(&body(req, state).await?).map(OpenAiJson)
     }
+}
+
+/// Sampling fields beyond OpenAI's own that vLLM, llama.cpp and Ollama's OpenAI API
+/// accept (clients send them with `extra_body`).
+#[derive(Debug, Default, Deserialize)]
+pub struct SamplingExtras {
+    /// Sample only among the `top_k` most likely tokens (0 = off).
+    pub top_k: Option<u32>,
+}
+
+/// A chat request body: the OpenAI request, plus [`SamplingExtras`] when it has any.
+pub struct ChatJson<T>(pub T, pub SamplingExtras);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ChatJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = body(req, state).await?;
+        let wire = parse(&bytes)?;
+        // A second parse only for the rare body that names an extra field.
+        let extras = if contains(&bytes, b"\"top_k\"") {
+            parse(&bytes)?
+        } else {
+            SamplingExtras::default()
+        };
+        Ok(ChatJson(wire, extras))
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The body under the size limit.
+async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                413,
+                "invalid_request_error",
+                "Request body is larger than this server accepts (server.max_body_bytes).",
+            )
+            .with_code("request_too_large")
+        } else {
+            ApiError::invalid_request(
+                format!("Could not read the request body: {}", rejection.body_text()),
+                None,
+            )
+        }
+    })
 }
 
 /// Parse a JSON body into `T`, explaining failures the way a client can act on.

@@ -119,6 +119,7 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Result<Value, BackendEr
     put("seed", s.seed.map(Value::from));
     put("presence_penalty", s.presence_penalty.map(Value::from));
     put("frequency_penalty", s.frequency_penalty.map(Value::from));
+    put("top_k", s.top_k.map(Value::from));
     if !s.stop.is_empty() {
         options.insert("stop".into(), s.stop.clone().into());
     }

@@ -213,7 +213,11 @@ fn sampling(
             .or(option("temperature").map(|v| v as f32))
             .unwrap_or(1.0),
         top_p: s.top_p.or(option("top_p").map(|v| v as f32)).unwrap_or(1.0),
-        top_k: option("top_k").map_or(0, |v| v.max(0.0) as usize),
+        top_k: s
+            .top_k
+            .map(|k| k as usize)
+            .or(option("top_k").map(|v| v.max(0.0) as usize))
+            .unwrap_or(0),
         presence_penalty: s
             .presence_penalty
             .or(option("presence_penalty").map(|v| v as f32))

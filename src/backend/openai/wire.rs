@@ -82,6 +82,7 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Value {
     put("seed", s.seed.map(Value::from));
     put("presence_penalty", s.presence_penalty.map(Value::from));
     put("frequency_penalty", s.frequency_penalty.map(Value::from));
+    put("top_k", s.top_k.map(Value::from));
     put("user", req.user.clone().map(Value::from));
     if !s.stop.is_empty() {
         body.insert("stop".into(), s.stop.clone().into());
