@@ -243,3 +243,28 @@ async fn engine_metrics_and_readiness_are_exposed() {
         assert!(text.contains(name), "missing {name}");
     }
 }
+
+#[tokio::test]
+async fn a_generation_stops_at_the_context_with_length() {
+    let toml = format!(
+        "[backends.local]\nkind = \"onnx\"\nmodel_dir = \"{}\"\ntiers = [\"int4\"]\n\
+         max_context = 64\nthreads = 1\nort_library = \"{}/.ort/libonnxruntime.so\"\n\n\
+         [[models]]\nname = \"tiny-noeos\"\nbackend = \"local\"\noptions = {{ ignore_eos = true }}\n",
+        engine::model_dir(),
+        env!("CARGO_MANIFEST_DIR"),
+    );
+    let gw = common::Gateway::start(&toml).await;
+    let mut body = greedy("tiny-noeos", "Hello! Who are you?", false, 1);
+    body.as_object_mut().unwrap().remove("max_tokens");
+    let got = complete(&gw, &body).await;
+    assert_eq!(got["choices"][0]["finish_reason"], "length");
+    let usage = &got["usage"];
+    assert_eq!(usage["total_tokens"], 64, "{usage}");
+    // Asking for more than fits is refused up front.
+    body["max_tokens"] = json!(60);
+    let (status, err) = error_of(gw.post("/v1/chat/completions", &body).await).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("context_length_exceeded"))
+    );
+}
