@@ -40,17 +40,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ChatJson<T> {
         let bytes = body(req, state).await?;
         let wire = parse(&bytes)?;
         // A second parse only for the rare body that names an extra field.
-        let extras = if contains(&bytes, b"\"top_k\"") {
+        let extras = if memchr::memmem::find(&bytes, b"\"top_k\"").is_some() {
             parse(&bytes)?
         } else {
             SamplingExtras::default()
         };
         Ok(ChatJson(wire, extras))
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The body under the size limit.
