@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort bench-latency bench-engine check-config model clean
+.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine check-config model clean
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -41,11 +41,20 @@ check-config:
 test: test-rust test-python
 
 # cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
-test-rust: ort
+test-rust: ort redis-server
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
 	else \
 		$(CARGO) test --locked --no-fail-fast; \
+	fi
+
+# The Redis cache tests spawn their own redis-server on a free port; install Debian's
+# package when it is missing (its postinst may also start a system redis on 6379: unused).
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; \
 	fi
 
 # The Python SDK tests start the debug binary against a fake upstream.

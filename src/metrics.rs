@@ -3,8 +3,8 @@
 //! a model name a client invents is recorded as `unknown`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::error::BackendError;
@@ -43,6 +43,17 @@ pub struct Metrics {
     pub engine_step_seconds: HistogramVec,
     /// `sluice_engine_queue_wait_seconds`: time from admission to a batch slot.
     pub engine_queue_wait: HistogramVec,
+    /// `sluice_cache_lookups_total{result=hit|miss|bypass}`: chat requests by cache outcome.
+    pub cache_lookups: IntCounterVec,
+    /// `sluice_cache_entries`, `sluice_cache_bytes`: what the local cache holds.
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    /// `sluice_cache_evictions_total`: entries pushed out by the size bound.
+    pub cache_evictions: IntCounter,
+    /// `sluice_cache_coalesced_total`: requests that joined an identical one in flight.
+    pub cache_coalesced: IntCounter,
+    /// `sluice_cache_redis_total{result=hit|miss|error}`: the shared second level.
+    pub cache_redis: IntCounterVec,
 }
 
 impl Metrics {
@@ -130,6 +141,37 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &engine,
         )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "sluice_cache_lookups_total",
+                "Chat requests by response-cache outcome",
+            ),
+            &["result"],
+        )?;
+        let cache_entries = IntGauge::new("sluice_cache_entries", "Answers in the local cache")?;
+        let cache_bytes =
+            IntGauge::new("sluice_cache_bytes", "Bytes of answers in the local cache")?;
+        let cache_evictions = IntCounter::new(
+            "sluice_cache_evictions_total",
+            "Cached answers evicted to stay within cache.max_bytes",
+        )?;
+        let cache_coalesced = IntCounter::new(
+            "sluice_cache_coalesced_total",
+            "Requests that shared an identical request's generation in flight",
+        )?;
+        let cache_redis = IntCounterVec::new(
+            Opts::new(
+                "sluice_cache_redis_total",
+                "Lookups and failures of the Redis cache level",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(cache_coalesced.clone()))?;
+        registry.register(Box::new(cache_redis.clone()))?;
         registry.register(Box::new(engine_queue_depth.clone()))?;
         registry.register(Box::new(engine_active.clone()))?;
         registry.register(Box::new(engine_batch_size.clone()))?;
@@ -158,6 +200,12 @@ impl Metrics {
             engine_tokens,
             engine_step_seconds,
             engine_queue_wait,
+            cache_lookups,
+            cache_entries,
+            cache_bytes,
+            cache_evictions,
+            cache_coalesced,
+            cache_redis,
         })
     }
 

@@ -23,6 +23,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Named upstream engines.
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
@@ -54,6 +56,64 @@ impl Default for ServerConfig {
             worker_threads: None,
         }
     }
+}
+
+/// Which answers the response cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Every answer.
+    Always,
+    /// Only answers the request pins down: `temperature` 0 or a `seed`.
+    Deterministic,
+    /// None (and no coalescing of identical requests).
+    Off,
+}
+
+/// The response cache and single-flight merging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub mode: CacheMode,
+    /// How long an answer is served from the cache.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Memory for cached answers (their text and tool calls), in bytes.
+    pub max_bytes: u64,
+    /// Optional shared second level, e.g. `redis://127.0.0.1:6379/0`.
+    pub redis_url: Option<String>,
+    /// 32 bytes as 64 hex characters or base64; encrypts values in Redis (AES-256-GCM).
+    /// Put it in an environment variable: `encryption_key = "${SLUICE_CACHE_KEY}"`.
+    pub encryption_key: Option<SecretString>,
+    /// Longest wait for one Redis round trip before answering without it.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            mode: CacheMode::Deterministic,
+            ttl: Duration::from_secs(600),
+            max_bytes: 256 * 1024 * 1024,
+            redis_url: None,
+            encryption_key: None,
+            redis_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A logical model's own cache settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCacheConfig {
+    /// Overrides `cache.mode` for this model.
+    #[serde(default)]
+    pub mode: Option<CacheMode>,
+    /// One namespace for every tenant: answers are shared across API keys. Only for
+    /// models whose answers hold nothing tenant-specific.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -172,6 +232,9 @@ pub struct ModelConfig {
     /// backend's first listed tier.
     #[serde(default)]
     pub tier: Option<String>,
+    /// Cache settings for this model (mode, shared namespace).
+    #[serde(default)]
+    pub cache: ModelCacheConfig,
     /// Options sent with every request: Ollama `options` (e.g. `num_ctx`), or extra body
     /// fields for OpenAI-compatible servers (e.g. vLLM's `top_k`).
     #[serde(default)]

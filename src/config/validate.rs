@@ -95,6 +95,8 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
         }
     }
 
+    validate_cache(config, &mut issue);
+
     if config.models.is_empty() {
         issue(
             "models".into(),
@@ -151,6 +153,48 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
         }
     }
     issues
+}
+
+/// The response cache: positive sizes, a Redis URL, a usable encryption key.
+fn validate_cache(config: &Config, issue: &mut impl FnMut(String, String)) {
+    use secrecy::ExposeSecret;
+    let cache = &config.cache;
+    if cache.ttl.is_zero() {
+        issue("cache.ttl".into(), "must be greater than 0".into());
+    }
+    if cache.max_bytes == 0 {
+        issue(
+            "cache.max_bytes".into(),
+            "must be greater than 0 (or set cache.mode = \"off\")".into(),
+        );
+    }
+    if cache.redis_timeout.is_zero() {
+        issue(
+            "cache.redis_timeout".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if let Some(url) = &cache.redis_url {
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
+            Ok(u) => issue(
+                "cache.redis_url".into(),
+                format!("scheme `{}` is not redis:// or rediss://", u.scheme()),
+            ),
+            Err(e) => issue("cache.redis_url".into(), format!("not a URL: {e}")),
+        }
+    }
+    if let Some(key) = &cache.encryption_key {
+        if let Err(e) = crate::pipeline::cache::redis::parse_encryption_key(key.expose_secret()) {
+            issue("cache.encryption_key".into(), e);
+        }
+        if cache.redis_url.is_none() {
+            issue(
+                "cache.encryption_key".into(),
+                "only used with cache.redis_url (the local cache is in memory)".into(),
+            );
+        }
+    }
 }
 
 /// The embedded engine's settings: a model folder, positive sizes, no HTTP fields.

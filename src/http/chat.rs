@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_openai::types::chat::CreateChatCompletionRequest;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
@@ -16,15 +16,28 @@ use super::layers::labelled;
 use super::{convert, response, sse, AppState};
 use crate::domain::collect;
 use crate::error::{ApiError, BackendError};
+use crate::pipeline::cache::Directive;
 use crate::pipeline::Tenant;
+
+/// `hit`, `miss` or `bypass`: what the response cache did for this request.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
+    headers: HeaderMap,
     ChatJson(wire, extras): ChatJson<CreateChatCompletionRequest>,
 ) -> Response {
     let label = state.pipeline.model_label(&wire.model).to_owned();
-    labelled(label, handle(&state, &tenant, wire, extras).await)
+    let directive = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(Directive::parse)
+        .unwrap_or_default();
+    labelled(
+        label,
+        handle(&state, &tenant, wire, extras, directive).await,
+    )
 }
 
 async fn handle(
@@ -32,6 +45,7 @@ async fn handle(
     tenant: &Tenant,
     wire: CreateChatCompletionRequest,
     extras: SamplingExtras,
+    directive: Directive,
 ) -> Result<Response, ApiError> {
     let stream = wire.stream.unwrap_or(false);
     let include_usage = wire
@@ -40,10 +54,13 @@ async fn handle(
         .unwrap_or(false);
     let mut request = convert::chat_request(wire)?;
     request.sampling.top_k = extras.top_k;
-    let generation = state.pipeline.chat(tenant, request).await?;
+    let generation = state.pipeline.chat(tenant, request, directive).await?;
+    let cache_header = HeaderValue::from_static(generation.cache.as_str());
     if !stream {
         let mut done = collect(generation.events).await?;
-        return Ok(Json(response::completion(&generation.model, &mut done)).into_response());
+        let mut response = Json(response::completion(&generation.model, &mut done)).into_response();
+        response.headers_mut().insert(CACHE_STATUS, cache_header);
+        return Ok(response);
     }
     // Wait for the first event before committing to a 200: an upstream that fails at
     // once (unknown upstream model, out of memory) still gets a proper error status.
@@ -68,5 +85,6 @@ async fn handle(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(CACHE_STATUS, cache_header);
     Ok(response)
 }

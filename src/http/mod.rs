@@ -13,6 +13,13 @@ mod models;
 pub mod response;
 pub mod sse;
 
+/// A chat request body as `http/` turns it into the domain request (for other modules' tests).
+#[cfg(test)]
+pub fn convert_for_tests(body: &str) -> crate::domain::ChatRequest {
+    let wire = extract::parse(body.as_bytes()).expect("test body parses");
+    convert::chat_request(wire).expect("test body is valid")
+}
+
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;

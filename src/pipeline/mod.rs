@@ -4,12 +4,13 @@
 //! auth    API key → tenant              (runs first, in http/, before the body is read)
 //! limits  per-tenant rate limits, admission          (its own issue; slots in before route)
 //! route   logical model → deployment → backend
-//! cache   exact cache, single-flight join            (its own issue; slots in after route)
+//! cache   exact cache (local + optional Redis), single-flight join of identical requests
 //! agent   server-side tool loop                      (its own issue)
 //! backend the engine's event stream, observed for metrics, cancelled on drop
 //! ```
 
 pub mod auth;
+pub mod cache;
 mod observe;
 pub mod route;
 
@@ -25,13 +26,40 @@ use crate::error::{ApiError, BackendError};
 use crate::metrics::Metrics;
 
 pub use auth::{Auth, Tenant};
-pub use route::Routes;
+pub use route::{Routes, Target};
 
 /// A generation under way: the events plus what the response needs to name it.
 pub struct Generation {
     /// The logical model name, echoed as `model` in responses.
     pub model: Arc<str>,
     pub events: EventStream,
+    /// What the cache did (the `x-sluice-cache` header).
+    pub cache: cache::Status,
+}
+
+/// Start `request` on its backend, observed for metrics and cancelled when dropped.
+async fn generate(
+    target: Target,
+    request: ChatRequest,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    hard_stop: CancellationToken,
+) -> Result<EventStream, BackendError> {
+    let cancel = CancellationToken::new();
+    let events = target
+        .backend
+        .chat(request, &target.deployment, cancel.clone())
+        .await
+        .inspect_err(|e| metrics.upstream_error(target.backend.name(), e))?;
+    Ok(Box::pin(observe::Observed::new(
+        events,
+        metrics,
+        target.model.clone(),
+        target.backend.name().to_owned(),
+        started,
+        cancel.drop_guard(),
+        hard_stop,
+    )))
 }
 
 /// Everything the stages need, built once at start-up.
@@ -39,6 +67,7 @@ pub struct Pipeline {
     pub auth: Auth,
     routes: Routes,
     backends: Backends,
+    cache: cache::Cache,
     models: Vec<ModelConfig>,
     metrics: Arc<Metrics>,
     /// Cancelled at the shutdown drain deadline: every generation still running ends.
@@ -55,6 +84,7 @@ impl Pipeline {
         Ok(Pipeline {
             auth: Auth::from_config(&config.auth),
             routes: Routes::new(config, &backends),
+            cache: cache::Cache::new(config, metrics.clone())?,
             backends,
             models: config.models.clone(),
             metrics,
@@ -62,34 +92,76 @@ impl Pipeline {
         })
     }
 
-    /// Chat: route → backend. Dropping the returned events cancels the generation.
+    /// Chat: route → cache (hit, or join an identical request in flight) → backend.
+    /// Dropping the returned events cancels the generation (once every request sharing
+    /// it has gone).
     pub async fn chat(
         &self,
         tenant: &Tenant,
         request: ChatRequest,
+        directive: cache::Directive,
     ) -> Result<Generation, ApiError> {
         let started = Instant::now();
         let target = self.routes.resolve(&request.model, request.n)?;
         tracing::debug!(tenant = tenant.as_str(), model = %target.model, backend = target.backend.name(), "routed");
-        let cancel = CancellationToken::new();
-        let events = target
-            .backend
-            .chat(request, &target.deployment, cancel.clone())
-            .await
-            .inspect_err(|e| self.metrics.upstream_error(target.backend.name(), e))?;
-        let events = observe::Observed::new(
-            events,
-            self.metrics.clone(),
-            target.model.clone(),
-            target.backend.name().to_owned(),
-            started,
-            cancel.drop_guard(),
-            self.hard_stop.clone(),
+        let plan = self.cache.plan(
+            tenant.as_str(),
+            &target.model,
+            target.backend.name(),
+            &target.deployment,
+            &request,
+            directive,
         );
+        let Some(plan) = plan else {
+            self.cache.count(cache::Status::Bypass);
+            let events = self.start(target.clone(), request, started).await?;
+            return Ok(Generation {
+                model: target.model.clone(),
+                events,
+                cache: cache::Status::Bypass,
+            });
+        };
+        if let Some(events) = self.cache.lookup(&plan).await {
+            self.cache.count(cache::Status::Hit);
+            return Ok(Generation {
+                model: target.model.clone(),
+                events,
+                cache: cache::Status::Hit,
+            });
+        }
+        let status = match directive {
+            cache::Directive::Default => cache::Status::Miss,
+            _ => cache::Status::Bypass,
+        };
+        self.cache.count(status);
+        let start = {
+            let (target, metrics, hard_stop) =
+                (target.clone(), self.metrics.clone(), self.hard_stop.clone());
+            async move { generate(target, request, started, metrics, hard_stop).await }
+        };
+        let (events, _joined) = self.cache.generate(&plan, start);
         Ok(Generation {
             model: target.model.clone(),
-            events: Box::pin(events),
+            events,
+            cache: status,
         })
+    }
+
+    /// A generation outside the cache: its start errors answer the request directly.
+    async fn start(
+        &self,
+        target: Target,
+        request: ChatRequest,
+        started: Instant,
+    ) -> Result<EventStream, ApiError> {
+        Ok(generate(
+            target,
+            request,
+            started,
+            self.metrics.clone(),
+            self.hard_stop.clone(),
+        )
+        .await?)
     }
 
     /// Embeddings: route → backend.

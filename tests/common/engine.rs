@@ -12,6 +12,8 @@ pub fn model_dir() -> String {
 
 /// A gateway with one onnx backend `local` loading `tiers`, and models:
 /// `tiny` (int4), `tiny-fp32` (fp32, if loaded) and `tiny-noeos` (int4, ignore_eos).
+/// The response cache is off: these tests are about the engine, so identical requests
+/// must really run (and not be answered from the cache or merged).
 pub async fn start(tiers: &[&str], max_batch_size: usize, queue_size: usize) -> Gateway {
     let list = tiers
         .iter()
@@ -19,7 +21,7 @@ pub async fn start(tiers: &[&str], max_batch_size: usize, queue_size: usize) -> 
         .collect::<Vec<_>>()
         .join(", ");
     let mut toml = format!(
-        "[backends.local]\nkind = \"onnx\"\nmodel_dir = \"{}\"\ntiers = [{list}]\n\
+        "[cache]\nmode = \"off\"\n\n[backends.local]\nkind = \"onnx\"\nmodel_dir = \"{}\"\ntiers = [{list}]\n\
          max_batch_size = {max_batch_size}\nqueue_size = {queue_size}\nthreads = 1\n\
          ort_library = \"{}/.ort/libonnxruntime.so\"\n\n",
         model_dir(),

@@ -215,6 +215,27 @@ async fn chat(
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
+        "slow-fail" => {
+            let stream = futures::stream::iter(0..6).then(move |i| {
+                let model = model.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let c = if i < 5 {
+                        chunk(&model, json!({"content": format!("f{i} ")}), None)
+                    } else {
+                        format!(
+                            "data: {}\n\n",
+                            json!({"error": {"message": "upstream model crashed", "type": "server_error"}})
+                        )
+                    };
+                    Ok::<_, Infallible>(Bytes::from(c))
+                }
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
         "slow" => {
             let flag = DropFlag(state.clone());
             let model2 = model.clone();

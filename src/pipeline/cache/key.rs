@@ -1,0 +1,181 @@
+//! The cache key: a blake3 hash of a canonical form of everything that changes the
+//! answer — the namespace (tenant, or `shared`), the resolved deployment (backend,
+//! upstream model, tier, engine options), messages, tools, tool choice, response format
+//! and every sampling field. What does not change the answer (`stream`,
+//! `stream_options`, `user`, the logical model name, key order and whitespace in the
+//! JSON body) is not part of it. Objects are hashed with sorted keys, so a client's
+//! key order (e.g. in a tool's JSON schema) never matters.
+
+use serde_json::{json, Value};
+
+use crate::backend::Deployment;
+use crate::domain::ChatRequest;
+
+pub type Key = [u8; 32];
+
+/// The key of `request` served by `deployment` on `backend`, in namespace `namespace`.
+pub fn key(namespace: &str, backend: &str, deployment: &Deployment, request: &ChatRequest) -> Key {
+    let s = &request.sampling;
+    let form = json!({
+        "v": 1,
+        "namespace": namespace,
+        "backend": backend,
+        "upstream_model": deployment.upstream_model,
+        "tier": deployment.tier,
+        "options": deployment.options,
+        "messages": request.messages,
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "response_format": request.response_format,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k,
+        "max_tokens": s.max_tokens,
+        "stop": s.stop,
+        "seed": s.seed,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "n": request.n,
+    });
+    let mut hasher = blake3::Hasher::new();
+    canonical(&form, &mut hasher);
+    *hasher.finalize().as_bytes()
+}
+
+/// Feed `value` to the hasher as JSON with object keys sorted and no whitespace.
+fn canonical(value: &Value, out: &mut blake3::Hasher) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.update(b"{");
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                out.update(Value::String(k.clone()).to_string().as_bytes());
+                out.update(b":");
+                canonical(v, out);
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                canonical(v, out);
+            }
+            out.update(b"]");
+        }
+        scalar => {
+            out.update(scalar.to_string().as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::convert_for_tests as convert;
+    use proptest::prelude::*;
+
+    fn deployment() -> Deployment {
+        Deployment {
+            backend: "local".into(),
+            upstream_model: "m".into(),
+            keep_alive: None,
+            options: Default::default(),
+            tier: Some("int8".into()),
+        }
+    }
+
+    fn key_of(body: &str) -> Key {
+        key("tenant-a", "local", &deployment(), &convert(body))
+    }
+
+    const BASE: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,
+        "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"}}}}}]}"#;
+
+    #[test]
+    fn fields_that_do_not_change_the_answer_do_not_change_the_key() {
+        let base = key_of(BASE);
+        let same = [
+            r#"{"stream":true,"stream_options":{"include_usage":true},"user":"u-7","model":"m","temperature":0,"messages":[{"content":"hi","role":"user"}],
+                "tools":[{"function":{"parameters":{"properties":{"b":{"type":"integer"},"a":{"type":"string"}},"type":"object"},"name":"f"},"type":"function"}]}"#,
+            "{\n  \"model\": \"m\",\n  \"messages\": [ { \"role\": \"user\", \"content\": \"hi\" } ],\n  \"temperature\": 0.0,\n  \"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"b\":{\"type\":\"integer\"}}}}}]\n}",
+        ];
+        for body in same {
+            assert_eq!(key_of(body), base, "{body}");
+        }
+    }
+
+    #[test]
+    fn fields_that_change_the_answer_change_the_key() {
+        let base = key_of(BASE);
+        let with = |field: &str| {
+            let mut v: Value = serde_json::from_str(BASE).unwrap();
+            let extra: Value = serde_json::from_str(field).unwrap();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            key_of(&v.to_string())
+        };
+        for field in [
+            r#"{"messages":[{"role":"user","content":"hi!"}]}"#,
+            r#"{"messages":[{"role":"system","content":"hi"}]}"#,
+            r#"{"temperature":0.5}"#,
+            r#"{"top_p":0.9}"#,
+            r#"{"max_tokens":5}"#,
+            r#"{"stop":["x"]}"#,
+            r#"{"seed":1}"#,
+            r#"{"presence_penalty":0.1}"#,
+            r#"{"frequency_penalty":0.1}"#,
+            r#"{"tool_choice":"none"}"#,
+            r#"{"tools":[]}"#,
+            r#"{"response_format":{"type":"json_object"}}"#,
+        ] {
+            assert_ne!(with(field), base, "{field}");
+        }
+        let request = convert(BASE);
+        assert_ne!(key("tenant-b", "local", &deployment(), &request), base);
+        assert_ne!(key("tenant-a", "other", &deployment(), &request), base);
+        let mut tier = deployment();
+        tier.tier = Some("fp32".into());
+        assert_ne!(key("tenant-a", "local", &tier, &request), base);
+    }
+
+    proptest! {
+        /// Any permutation of an object's keys hashes the same.
+        #[test]
+        fn key_order_never_matters(entries in proptest::collection::btree_map("[a-z]{1,6}", 0i64..100, 1..8), seed in any::<u64>()) {
+            let mut forward = serde_json::Map::new();
+            for (k, v) in &entries {
+                forward.insert(k.clone(), json!(v));
+            }
+            let mut keys: Vec<&String> = entries.keys().collect();
+            // A deterministic shuffle from the seed.
+            let n = keys.len();
+            for i in (1..n).rev() {
+                let j = (seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64) % (i as u64 + 1)) as usize;
+                keys.swap(i, j);
+            }
+            let mut shuffled = serde_json::Map::new();
+            for k in keys {
+                shuffled.insert(k.clone(), json!(entries[k]));
+            }
+            let hash = |v: &Value| { let mut h = blake3::Hasher::new(); canonical(v, &mut h); *h.finalize().as_bytes() };
+            prop_assert_eq!(hash(&Value::Object(forward)), hash(&Value::Object(shuffled)));
+        }
+
+        /// Different message texts never collide.
+        #[test]
+        fn different_texts_give_different_keys(a in "[a-z0-9 ]{1,40}", b in "[a-z0-9 ]{1,40}") {
+            prop_assume!(a != b);
+            let body = |t: &str| json!({"model": "m", "messages": [{"role": "user", "content": t}]}).to_string();
+            prop_assert_ne!(key_of(&body(&a)), key_of(&body(&b)));
+        }
+    }
+}
