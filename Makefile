@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine check-config model clean
+.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine bench-cache check-config model clean
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -81,6 +81,11 @@ bench-latency:
 # on vs max_batch_size = 1 (see loadtest/README.md). Not part of `make test`.
 bench-engine: ort
 	loadtest/engine.sh
+
+# Response cache: hits/s and latency, a hit against a miss on the embedded model (see
+# loadtest/README.md). Not part of `make test`.
+bench-cache: ort
+	loadtest/cache.sh
 
 # Rebuild the bundled demo model models/sluice-tiny from scratch (about 40 minutes on
 # 2 cores; not part of `make test`). See models/sluice-tiny/MODEL_CARD.md.

@@ -1,5 +1,5 @@
 //! Criterion benches for the per-request pure code on the gateway's hot path: parsing
-//! and validating a chat request, and framing one streamed chunk as SSE.
+//! and validating a chat request, its cache key, and framing one streamed chunk as SSE.
 //!
 //! Run: `cargo bench --bench hot_path`
 
@@ -22,6 +22,29 @@ fn parse_request(c: &mut Criterion) {
     });
 }
 
+fn cache_key(c: &mut Criterion) {
+    let wire: async_openai::types::chat::CreateChatCompletionRequest =
+        extract::parse(REQUEST.as_bytes()).unwrap();
+    let request = sluice::http::chat_request(wire).unwrap();
+    let deployment = sluice::backend::Deployment {
+        backend: "local".into(),
+        upstream_model: "llama3.2".into(),
+        keep_alive: None,
+        options: Default::default(),
+        tier: None,
+    };
+    c.bench_function("cache key of a chat request", |b| {
+        b.iter(|| {
+            black_box(sluice::pipeline::cache::key::key(
+                "tenant",
+                "local",
+                &deployment,
+                black_box(&request),
+            ))
+        })
+    });
+}
+
 fn frame_chunk(c: &mut Criterion) {
     let chunks = Chunks::new(Arc::from("llama3.2"), true);
     let event = Event::Delta(" Boston".into());
@@ -30,5 +53,5 @@ fn frame_chunk(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse_request, frame_chunk);
+criterion_group!(benches, parse_request, cache_key, frame_chunk);
 criterion_main!(benches);

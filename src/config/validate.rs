@@ -176,10 +176,14 @@ fn validate_cache(config: &Config, issue: &mut impl FnMut(String, String)) {
     }
     if let Some(url) = &cache.redis_url {
         match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
+            Ok(u) if matches!(u.scheme(), "redis" | "redis+unix" | "unix") => {}
+            Ok(u) if u.scheme() == "rediss" => issue(
+                "cache.redis_url".into(),
+                "rediss:// (TLS) is not built into sluice; use redis:// on a private network or through a local TLS tunnel".into(),
+            ),
             Ok(u) => issue(
                 "cache.redis_url".into(),
-                format!("scheme `{}` is not redis:// or rediss://", u.scheme()),
+                format!("scheme `{}` is not redis://", u.scheme()),
             ),
             Err(e) => issue("cache.redis_url".into(), format!("not a URL: {e}")),
         }
@@ -336,5 +340,39 @@ tier = "int4"
         )
         .unwrap_err();
         assert_eq!(err.0[0].path, "backends.o.url");
+    }
+
+    #[test]
+    fn cache_settings_are_checked() {
+        let text = r#"
+[cache]
+ttl = "0s"
+max_bytes = 0
+redis_url = "http://127.0.0.1:6379"
+encryption_key = "too-short"
+
+[backends.o]
+kind = "ollama"
+url = "http://127.0.0.1:11434"
+
+[[models]]
+name = "m"
+backend = "o"
+"#;
+        let err = load_str(text, Vec::new()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|i| i.path.as_str()).collect();
+        for expected in [
+            "cache.ttl",
+            "cache.max_bytes",
+            "cache.redis_url",
+            "cache.encryption_key",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+        // The key is never echoed back.
+        assert!(!err.to_string().contains("too-short"), "{err}");
     }
 }

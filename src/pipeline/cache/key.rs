@@ -6,74 +6,128 @@
 //! JSON body) is not part of it. Objects are hashed with sorted keys, so a client's
 //! key order (e.g. in a tool's JSON schema) never matters.
 
-use serde_json::{json, Value};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
 use crate::backend::Deployment;
-use crate::domain::ChatRequest;
+use crate::domain::{ChatRequest, Message, ResponseFormat, ToolChoice};
 
 pub type Key = [u8; 32];
+
+/// What is hashed, borrowed from the request: serialised straight into the hasher.
+#[derive(Serialize)]
+struct Form<'a> {
+    v: u8,
+    namespace: &'a str,
+    backend: &'a str,
+    upstream_model: &'a str,
+    tier: Option<&'a str>,
+    options: Canonical<'a>,
+    messages: &'a [Message],
+    /// (name, description, parameters, strict)
+    tools: Vec<(&'a str, Option<&'a str>, Canonical<'a>, Option<bool>)>,
+    tool_choice: &'a Option<ToolChoice>,
+    parallel_tool_calls: Option<bool>,
+    /// (kind, schema name, schema, strict)
+    response_format: Option<(
+        &'a str,
+        Option<&'a str>,
+        Option<Canonical<'a>>,
+        Option<bool>,
+    )>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    max_tokens: Option<u32>,
+    stop: &'a [String],
+    seed: Option<i64>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    n: u32,
+}
+
+/// A JSON value written with object keys sorted, whatever order the client sent.
+struct Canonical<'a>(&'a Value);
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut out = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    out.serialize_entry(k, &Canonical(v))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&Canonical(v))?;
+                }
+                out.end()
+            }
+            scalar => scalar.serialize(s),
+        }
+    }
+}
 
 /// The key of `request` served by `deployment` on `backend`, in namespace `namespace`.
 pub fn key(namespace: &str, backend: &str, deployment: &Deployment, request: &ChatRequest) -> Key {
     let s = &request.sampling;
-    let form = json!({
-        "v": 1,
-        "namespace": namespace,
-        "backend": backend,
-        "upstream_model": deployment.upstream_model,
-        "tier": deployment.tier,
-        "options": deployment.options,
-        "messages": request.messages,
-        "tools": request.tools,
-        "tool_choice": request.tool_choice,
-        "parallel_tool_calls": request.parallel_tool_calls,
-        "response_format": request.response_format,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "top_k": s.top_k,
-        "max_tokens": s.max_tokens,
-        "stop": s.stop,
-        "seed": s.seed,
-        "presence_penalty": s.presence_penalty,
-        "frequency_penalty": s.frequency_penalty,
-        "n": request.n,
-    });
+    let options = Value::Object(deployment.options.clone());
+    let form = Form {
+        v: 1,
+        namespace,
+        backend,
+        upstream_model: &deployment.upstream_model,
+        tier: deployment.tier.as_deref(),
+        options: Canonical(&options),
+        messages: &request.messages,
+        tools: request
+            .tools
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.description.as_deref(),
+                    Canonical(&t.parameters),
+                    t.strict,
+                )
+            })
+            .collect(),
+        tool_choice: &request.tool_choice,
+        parallel_tool_calls: request.parallel_tool_calls,
+        response_format: request.response_format.as_ref().map(|f| match f {
+            ResponseFormat::Text => ("text", None, None, None),
+            ResponseFormat::JsonObject => ("json_object", None, None, None),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => (
+                "json_schema",
+                Some(name.as_str()),
+                Some(Canonical(schema)),
+                *strict,
+            ),
+        }),
+        temperature: s.temperature,
+        top_p: s.top_p,
+        top_k: s.top_k,
+        max_tokens: s.max_tokens,
+        stop: &s.stop,
+        seed: s.seed,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        n: request.n,
+    };
     let mut hasher = blake3::Hasher::new();
-    canonical(&form, &mut hasher);
+    // Writing into a hasher cannot fail, and these types always serialise.
+    let _ = serde_json::to_writer(&mut hasher, &form);
     *hasher.finalize().as_bytes()
-}
-
-/// Feed `value` to the hasher as JSON with object keys sorted and no whitespace.
-fn canonical(value: &Value, out: &mut blake3::Hasher) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.update(b"{");
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.update(b",");
-                }
-                out.update(Value::String(k.clone()).to_string().as_bytes());
-                out.update(b":");
-                canonical(v, out);
-            }
-            out.update(b"}");
-        }
-        Value::Array(items) => {
-            out.update(b"[");
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.update(b",");
-                }
-                canonical(v, out);
-            }
-            out.update(b"]");
-        }
-        scalar => {
-            out.update(scalar.to_string().as_bytes());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -81,6 +135,7 @@ mod tests {
     use super::*;
     use crate::http::convert_for_tests as convert;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn deployment() -> Deployment {
         Deployment {
@@ -166,7 +221,7 @@ mod tests {
             for k in keys {
                 shuffled.insert(k.clone(), json!(entries[k]));
             }
-            let hash = |v: &Value| { let mut h = blake3::Hasher::new(); canonical(v, &mut h); *h.finalize().as_bytes() };
+            let hash = |v: &Value| serde_json::to_vec(&Canonical(v)).unwrap();
             prop_assert_eq!(hash(&Value::Object(forward)), hash(&Value::Object(shuffled)));
         }
 

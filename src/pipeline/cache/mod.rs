@@ -11,7 +11,7 @@
 //! streams cut off or cancelled.
 
 mod flight;
-mod key;
+pub mod key;
 pub mod redis;
 mod replay;
 mod store;
