@@ -30,12 +30,7 @@ struct Form<'a> {
     tool_choice: &'a Option<ToolChoice>,
     parallel_tool_calls: Option<bool>,
     /// (kind, schema name, schema, strict)
-    response_format: Option<(
-        &'a str,
-        Option<&'a str>,
-        Option<Canonical<'a>>,
-        Option<bool>,
-    )>,
+    response_format: Option<FormatForm<'a>>,
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<u32>,
@@ -46,6 +41,14 @@ struct Form<'a> {
     frequency_penalty: Option<f32>,
     n: u32,
 }
+
+/// A response format as (kind, schema name, schema, strict).
+type FormatForm<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<Canonical<'a>>,
+    Option<bool>,
+);
 
 /// A JSON value written with object keys sorted, whatever order the client sent.
 struct Canonical<'a>(&'a Value);
