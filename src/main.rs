@@ -105,10 +105,23 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()>
         .block_on(serve_on(config))
 }
 
+/// Pending connections the kernel queues for accept; tokio's default (128) overflows
+/// when many clients connect at once under load, and dropped SYNs cost them a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn serve_on(config: sluice::config::Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = config.server.listen;
+    let listener = (|| {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    })()
+    .with_context(|| format!("cannot listen on {addr}"))?;
     sluice::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
