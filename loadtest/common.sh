@@ -35,3 +35,29 @@ bench_setup() {
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
 }
+
+# start_sluice CONFIG SECONDS PORT: run `sluice serve --config CONFIG` from the repository
+# root (so .ort/ and models/ resolve) under `timeout SECONDS`, logging to $out/sluice.log;
+# wait up to 60 s for /readyz on PORT (giving up at once if sluice exits), and set
+# sluice_pid to the sluice process (not its `timeout` wrapper).
+start_sluice() {
+  local config="$1" seconds="$2" port="$3"
+  (cd "$root" && RUST_LOG="${SLUICE_LOG:-warn}" exec timeout -s TERM "$seconds" \
+    "$SLUICE_BIN" serve --config "$config") >"$out/sluice.log" 2>&1 &
+  pids+=($!)
+  local ready=0
+  for _ in $(seq 60); do
+    if "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$port/readyz" --timeout 1 2>/dev/null; then
+      ready=1
+      break
+    fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+  done
+  if [[ "$ready" != 1 ]]; then
+    log "sluice did not become ready; the end of its log:"
+    tail -n 30 "$out/sluice.log" >&2
+    exit 1
+  fi
+  sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
+  [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
+}

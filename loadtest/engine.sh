@@ -108,27 +108,7 @@ options = { ignore_eos = true }
 EOF
 } >"$out/sluice.toml"
 
-# cwd = repository root, so .ort/libonnxruntime.so and models/ resolve.
-(cd "$root" && RUST_LOG="$SLUICE_LOG" exec timeout -s TERM "$(( budget + 60 ))" \
-  "$SLUICE_BIN" serve --config "$out/sluice.toml") >"$out/sluice.log" 2>&1 &
-pids+=($!)
-# Poll /readyz for up to 60 s, giving up at once if sluice exits (a config error, say).
-ready=0
-for _ in $(seq 60); do
-  if "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$port/readyz" --timeout 1 2>/dev/null; then
-    ready=1
-    break
-  fi
-  kill -0 "${pids[-1]}" 2>/dev/null || break
-done
-if [[ "$ready" != 1 ]]; then
-  log "sluice did not become ready; the end of its log:"
-  tail -n 30 "$out/sluice.log" >&2
-  exit 1
-fi
-# `timeout` forks sluice: watch the child, not the wrapper.
-sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
-[[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
+start_sluice "$out/sluice.toml" "$(( budget + 60 ))" "$port"
 log "sluice pid $sluice_pid on :$port (tier $TIER, threads ${THREADS:-default}), run budget $budget s"
 
 # --- machine context --------------------------------------------------------------------
