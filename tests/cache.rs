@@ -190,11 +190,11 @@ async fn cache_control_no_cache_refreshes_and_no_store_leaves_no_trace() {
 
 #[tokio::test]
 async fn answers_expire_after_the_ttl() {
-    let (gw, up) = setup("[cache]\nttl = \"300ms\"\n").await;
+    let (gw, up) = setup("[cache]\nttl = \"1s\"\n").await;
     let body = deterministic("gpt", "short-lived");
     assert_eq!(ask(&gw, &body, None, None).await.0, "miss");
     assert_eq!(ask(&gw, &body, None, None).await.0, "hit");
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(ask(&gw, &body, None, None).await.0, "miss");
     assert_eq!(calls(&up), 2);
 }
