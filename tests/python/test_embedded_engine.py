@@ -103,3 +103,43 @@ def test_a_too_long_prompt_is_a_bad_request(client):
             messages=[{"role": "user", "content": "Tell me about widgets. " * 300}])
     assert err.value.code == "context_length_exceeded"
     assert "maximum context length is 512 tokens" in err.value.message
+
+
+def test_a_repeated_deterministic_request_is_a_cache_hit_the_sdk_reads_both_ways(client):
+    messages = [{"role": "user", "content": "What is 12 * 7? (cache test)"}]
+    first = client.chat.completions.with_raw_response.create(
+        model="sluice-tiny", temperature=0, messages=messages, tools=TOOLS)
+    assert first.headers["x-sluice-cache"] == "miss"
+    original = first.parse()
+    again = client.chat.completions.with_raw_response.create(
+        model="sluice-tiny", temperature=0, messages=messages, tools=TOOLS)
+    assert again.headers["x-sluice-cache"] == "hit"
+    hit = again.parse()
+    assert hit.choices[0].message.tool_calls == original.choices[0].message.tool_calls
+    assert hit.choices[0].finish_reason == original.choices[0].finish_reason
+    assert hit.usage == original.usage
+
+    # The same answer replayed as a stream, with the usage chunk.
+    stream = client.chat.completions.create(
+        model="sluice-tiny", temperature=0, messages=messages, tools=TOOLS, stream=True,
+        stream_options={"include_usage": True})
+    calls, finish, usage = {}, None, None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": call.id, "name": None, "arguments": ""})
+                if call.function.name:
+                    entry["name"] = call.function.name
+                entry["arguments"] += call.function.arguments or ""
+    want = original.choices[0].message.tool_calls[0]
+    assert calls[0] == {"id": want.id, "name": want.function.name, "arguments": want.function.arguments}
+    assert finish == "tool_calls"
+    assert usage == original.usage
+
+    # Cache-Control: no-cache asks for a fresh answer.
+    fresh = client.chat.completions.with_raw_response.create(
+        model="sluice-tiny", temperature=0, messages=messages, tools=TOOLS,
+        extra_headers={"Cache-Control": "no-cache"})
+    assert fresh.headers["x-sluice-cache"] == "bypass"
