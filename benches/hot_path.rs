@@ -17,7 +17,7 @@ fn parse_request(c: &mut Criterion) {
         b.iter(|| {
             let wire: async_openai::types::chat::CreateChatCompletionRequest =
                 extract::parse(black_box(REQUEST.as_bytes())).unwrap();
-            black_box(sluice::http::chat_request(wire).unwrap())
+            black_box(sluice::http::chat_request(wire, Default::default()).unwrap())
         })
     });
 }
@@ -25,7 +25,7 @@ fn parse_request(c: &mut Criterion) {
 fn cache_key(c: &mut Criterion) {
     let wire: async_openai::types::chat::CreateChatCompletionRequest =
         extract::parse(REQUEST.as_bytes()).unwrap();
-    let request = sluice::http::chat_request(wire).unwrap();
+    let request = sluice::http::chat_request(wire, Default::default()).unwrap();
     let deployment = sluice::backend::Deployment {
         backend: "local".into(),
         upstream_model: "llama3.2".into(),

@@ -104,21 +104,10 @@ EOF
 start_sluice "$out/sluice.toml" "$(( budget + 60 ))" "$port"
 log "sluice pid $sluice_pid on :$port (tier $TIER), run budget $budget s"
 
-if [[ "$PERF" == 1 ]]; then
-  timeout -s INT "$budget" perf record -F 999 -g -p "$sluice_pid" -o "$out/perf.data" \
-    >"$out/perf.log" 2>&1 &
-  pids+=($!)
-fi
+perf_attach "$budget"
 
 # --- machine context --------------------------------------------------------------------
-{
-  echo "date: $stamp"
-  echo "git: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" && git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-  echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "command: RATES=$RATES DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS MISS_CONCURRENCY=$MISS_CONCURRENCY MISS_DURATION=$MISS_DURATION MAX_TOKENS=$MAX_TOKENS RATIO_HITS=$RATIO_HITS RATIO_MISSES=$RATIO_MISSES TIER=$TIER loadtest/cache.sh"
-} >"$out/context.txt"
-cat "$out/context.txt" >&2
+write_context "RATES=$RATES DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS MISS_CONCURRENCY=$MISS_CONCURRENCY MISS_DURATION=$MISS_DURATION MAX_TOKENS=$MAX_TOKENS RATIO_HITS=$RATIO_HITS RATIO_MISSES=$RATIO_MISSES TIER=$TIER loadtest/cache.sh"
 
 # --- load -------------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script stops it at once.
@@ -136,10 +125,7 @@ status=0
 wait "${pids[-1]}" || status=$?
 cat "$result.md"
 
-hwm="$(awk '/^VmHWM:/ { printf "%.1f MB", $2 / 1024 }' "/proc/$sluice_pid/status" 2>/dev/null || true)"
-log "sluice peak RSS (VmHWM): ${hwm:-n/a}"
-{ echo; cat "$out/context.txt"; } >>"$result.md"
-log "results in ${result#"$root"/}.md and .json; config, log and context in ${out#"$root"/}/"
+finish_report "$result"
 if [[ "$PERF" == 1 ]]; then
   log "perf profile: perf report -i ${out#"$root"/}/perf.data --no-children"
 fi

@@ -61,3 +61,34 @@ start_sluice() {
   sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
   [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
 }
+
+# write_context COMMAND: the machine context of this run ($out/context.txt, also to stderr).
+write_context() {
+  {
+    echo "date: $stamp"
+    echo "git: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" && git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+    echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "command: $1"
+  } >"$out/context.txt"
+  cat "$out/context.txt" >&2
+}
+
+# perf_attach SECONDS: with PERF=1, record a `perf record -g` profile of sluice.
+perf_attach() {
+  if [[ "${PERF:-0}" == 1 ]]; then
+    timeout -s INT "$1" perf record -F 999 -g -p "$sluice_pid" -o "$out/perf.data" \
+      >"$out/perf.log" 2>&1 &
+    pids+=($!)
+  fi
+}
+
+# finish_report RESULT: log sluice's peak RSS, append the context to RESULT.md, say where
+# the results are.
+finish_report() {
+  local result="$1" hwm
+  hwm="$(awk '/^VmHWM:/ { printf "%.1f MB", $2 / 1024 }' "/proc/$sluice_pid/status" 2>/dev/null || true)"
+  log "sluice peak RSS (VmHWM): ${hwm:-n/a}"
+  { echo; cat "$out/context.txt"; } >>"$result.md"
+  log "results in ${result#"$root"/}.md and .json; config, log and context in ${out#"$root"/}/"
+}

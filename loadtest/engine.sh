@@ -112,14 +112,7 @@ start_sluice "$out/sluice.toml" "$(( budget + 60 ))" "$port"
 log "sluice pid $sluice_pid on :$port (tier $TIER, threads ${THREADS:-default}), run budget $budget s"
 
 # --- machine context --------------------------------------------------------------------
-{
-  echo "date: $stamp"
-  echo "git: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" && git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-  echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "command: CONCURRENCY=$CONCURRENCY DURATION=$DURATION WARMUP=$WARMUP MAX_TOKENS=$MAX_TOKENS TIER=$TIER THREADS=${THREADS:-} loadtest/engine.sh"
-} >"$out/context.txt"
-cat "$out/context.txt" >&2
+write_context "CONCURRENCY=$CONCURRENCY DURATION=$DURATION WARMUP=$WARMUP MAX_TOKENS=$MAX_TOKENS TIER=$TIER THREADS=${THREADS:-} loadtest/engine.sh"
 
 # --- load -------------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script stops it at once.
@@ -136,8 +129,5 @@ status=0
 wait "${pids[-1]}" || status=$?
 cat "$result.md"
 
-hwm="$(awk '/^VmHWM:/ { printf "%.1f MB", $2 / 1024 }' "/proc/$sluice_pid/status" 2>/dev/null || true)"
-log "sluice peak RSS (VmHWM): ${hwm:-n/a}"
-{ echo; cat "$out/context.txt"; } >>"$result.md"
-log "results in ${result#"$root"/}.md and .json; config, log and context in ${out#"$root"/}/"
+finish_report "$result"
 exit "$status"

@@ -84,21 +84,10 @@ sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
 log "upstream pid $upstream_pid on :$up_port, sluice pid $sluice_pid on :$gw_port"
 
-if [[ "$PERF" == 1 ]]; then
-  timeout -s INT "$budget" perf record -F 999 -g -p "$sluice_pid" -o "$out/perf.data" \
-    >"$out/perf.log" 2>&1 &
-  pids+=($!)
-fi
+perf_attach "$budget"
 
 # --- machine context --------------------------------------------------------------------
-{
-  echo "date: $stamp"
-  echo "git: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" && git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-  echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "command: RATE=$RATE DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS MODES=$MODES TOKENS=$TOKENS UPSTREAM_THREADS=$UPSTREAM_THREADS loadtest/latency.sh"
-} >"$out/context.txt"
-cat "$out/context.txt" >&2
+write_context "RATE=$RATE DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS MODES=$MODES TOKENS=$TOKENS UPSTREAM_THREADS=$UPSTREAM_THREADS loadtest/latency.sh"
 
 # --- load -------------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script stops it at once.

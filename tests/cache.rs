@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::fake_openai::{self, FakeOpenAi};
-use common::{chat_body, config, parse_chunks, sse_data, streaming, Gateway};
+use common::{chat_body, config, metric, parse_chunks, sse_data, streaming, Gateway};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -121,15 +121,6 @@ async fn stream(gw: &Gateway, body: &Value) -> (String, Vec<String>) {
         .unwrap()
         .to_owned();
     (status, sse_data(&resp.text().await.unwrap()))
-}
-
-async fn metric(gw: &Gateway, prefix: &str) -> f64 {
-    let text = gw.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_openai;
 use common::redis::RedisServer;
-use common::{chat_body, config, Gateway};
+use common::{chat_body, config, metric, Gateway};
 use serde_json::{json, Value};
 
 const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -35,15 +35,6 @@ async fn ask(gw: &Gateway, body: &Value) -> (String, Value) {
         .unwrap()
         .to_owned();
     (status, resp.json().await.unwrap())
-}
-
-async fn metric(gw: &Gateway, prefix: &str) -> f64 {
-    let text = gw.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

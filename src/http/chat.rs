@@ -52,8 +52,7 @@ async fn handle(
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let mut request = convert::chat_request(wire)?;
-    request.sampling.top_k = extras.top_k;
+    let request = convert::chat_request(wire, extras)?;
     let generation = state.pipeline.chat(tenant, request, directive).await?;
     let cache_header = HeaderValue::from_static(generation.cache.as_str());
     if !stream {

@@ -14,6 +14,7 @@ use async_openai::types::chat::{
     StopConfiguration, ToolChoiceOptions,
 };
 
+use super::extract::SamplingExtras;
 use crate::domain::{
     ChatRequest, ContentPart, Message, ResponseFormat, Role, Sampling, Tool, ToolCall, ToolChoice,
 };
@@ -35,7 +36,11 @@ fn in_range(value: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<Option<
 }
 
 /// Validate and convert a chat request.
-pub fn chat_request(wire: CreateChatCompletionRequest) -> Result<ChatRequest, ApiError> {
+/// The domain request from the wire request and the extra sampling fields beside it.
+pub fn chat_request(
+    wire: CreateChatCompletionRequest,
+    extras: SamplingExtras,
+) -> Result<ChatRequest, ApiError> {
     if wire.model.trim().is_empty() {
         return Err(invalid("'model' must not be empty.".into(), "model"));
     }
@@ -164,8 +169,7 @@ pub fn chat_request(wire: CreateChatCompletionRequest) -> Result<ChatRequest, Ap
         seed: wire.seed,
         presence_penalty: in_range(wire.presence_penalty, -2.0, 2.0, "presence_penalty")?,
         frequency_penalty: in_range(wire.frequency_penalty, -2.0, 2.0, "frequency_penalty")?,
-        // An extra field, read by the extractor (`SamplingExtras`).
-        top_k: None,
+        top_k: extras.top_k,
     };
     Ok(ChatRequest {
         model: wire.model,
@@ -336,7 +340,7 @@ mod tests {
     fn req(extra: &str) -> Result<ChatRequest, ApiError> {
         let body =
             format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
-        chat_request(serde_json::from_str(&body).unwrap())
+        chat_request(serde_json::from_str(&body).unwrap(), Default::default())
     }
 
     #[test]
@@ -367,7 +371,7 @@ mod tests {
             {"role":"tool","tool_call_id":"call_1","content":"42"}],
             "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
             "stop":"END","max_completion_tokens":5,"seed":7}"#;
-        let r = chat_request(serde_json::from_str(body).unwrap()).unwrap();
+        let r = chat_request(serde_json::from_str(body).unwrap(), Default::default()).unwrap();
         assert_eq!(r.messages[0].role, Role::System);
         assert_eq!(
             r.messages[1].images().collect::<Vec<_>>(),

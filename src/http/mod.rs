@@ -17,7 +17,7 @@ pub mod sse;
 #[cfg(test)]
 pub fn convert_for_tests(body: &str) -> crate::domain::ChatRequest {
     let wire = extract::parse(body.as_bytes()).expect("test body parses");
-    convert::chat_request(wire).expect("test body is valid")
+    convert::chat_request(wire, Default::default()).expect("test body is valid")
 }
 
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+pub use super::metric;
 use super::Gateway;
 
 /// Where the bundled model lives, whatever the test's working directory.
@@ -115,16 +116,6 @@ pub fn answer(body: &Value) -> (String, Vec<(String, String)>, String) {
             .unwrap_or_default()
             .to_owned(),
     )
-}
-
-/// The value of one sample in the Prometheus text, by its full name-and-labels prefix.
-pub async fn metric(gw: &Gateway, prefix: &str) -> f64 {
-    let text = gw.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Poll a metric until `pred` holds (or fail after 10 s).

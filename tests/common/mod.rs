@@ -156,6 +156,17 @@ pub async fn error_of(resp: reqwest::Response) -> (u16, serde_json::Value) {
     (status, err)
 }
 
+/// The value of one sample in the gateway's Prometheus text, by its full
+/// name-and-labels prefix (0 when absent).
+pub async fn metric(gw: &Gateway, prefix: &str) -> f64 {
+    let text = gw.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A user message request body.
 pub fn chat_body(model: &str, text: &str) -> serde_json::Value {
     serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": text }] })

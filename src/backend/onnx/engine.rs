@@ -54,7 +54,7 @@ pub struct EngineHandle {
     waiting: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
     queue_depth: IntGauge,
-    pub settings: EngineSettings,
+    settings: EngineSettings,
 }
 
 impl EngineHandle {
@@ -256,12 +256,7 @@ impl Engine {
         self.metrics
             .prefill_seconds
             .observe(started.elapsed().as_secs_f64());
-        let vocab = Vocab {
-            tokenizer: &self.shared.tokenizer,
-            stop_ids: &self.shared.stop_ids,
-            max_context: self.settings.max_context,
-            backend: &self.settings.backend,
-        };
+        let vocab = vocab(&self.shared, &self.settings);
         seq.step(&mut out.logits[..out.vocab], &vocab);
         self.metrics.generated_tokens.inc();
         self.seqs.push(seq);
@@ -308,12 +303,7 @@ impl Engine {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.generated_tokens.inc_by(batch as u64);
         let vocab_size = out.vocab;
-        let vocab = Vocab {
-            tokenizer: &self.shared.tokenizer,
-            stop_ids: &self.shared.stop_ids,
-            max_context: self.settings.max_context,
-            backend: &self.settings.backend,
-        };
+        let vocab = vocab(&self.shared, &self.settings);
         for (row, seq) in self.seqs.iter_mut().enumerate() {
             seq.len += 1;
             if seq.is_done() {
@@ -322,5 +312,15 @@ impl Engine {
             let logits = &mut out.logits[row * vocab_size..(row + 1) * vocab_size];
             seq.step(logits, &vocab);
         }
+    }
+}
+
+/// What a sequence needs from its engine to handle a token.
+fn vocab<'a>(shared: &'a Shared, settings: &'a EngineSettings) -> Vocab<'a> {
+    Vocab {
+        tokenizer: &shared.tokenizer,
+        stop_ids: &shared.stop_ids,
+        max_context: settings.max_context,
+        backend: &settings.backend,
     }
 }

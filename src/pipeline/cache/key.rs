@@ -8,7 +8,7 @@
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::backend::Deployment;
 use crate::domain::{ChatRequest, Message, ResponseFormat, ToolChoice};
@@ -23,7 +23,7 @@ struct Form<'a> {
     backend: &'a str,
     upstream_model: &'a str,
     tier: Option<&'a str>,
-    options: Canonical<'a>,
+    options: CanonicalMap<'a>,
     messages: &'a [Message],
     /// (name, description, parameters, strict)
     tools: Vec<(&'a str, Option<&'a str>, Canonical<'a>, Option<bool>)>,
@@ -56,15 +56,7 @@ struct Canonical<'a>(&'a Value);
 impl Serialize for Canonical<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Value::Object(map) => {
-                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                let mut out = s.serialize_map(Some(entries.len()))?;
-                for (k, v) in entries {
-                    out.serialize_entry(k, &Canonical(v))?;
-                }
-                out.end()
-            }
+            Value::Object(map) => CanonicalMap(map).serialize(s),
             Value::Array(items) => {
                 let mut out = s.serialize_seq(Some(items.len()))?;
                 for v in items {
@@ -77,17 +69,31 @@ impl Serialize for Canonical<'_> {
     }
 }
 
+/// A JSON object written with its keys sorted.
+struct CanonicalMap<'a>(&'a Map<String, Value>);
+
+impl Serialize for CanonicalMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            out.serialize_entry(k, &Canonical(v))?;
+        }
+        out.end()
+    }
+}
+
 /// The key of `request` served by `deployment` on `backend`, in namespace `namespace`.
 pub fn key(namespace: &str, backend: &str, deployment: &Deployment, request: &ChatRequest) -> Key {
     let s = &request.sampling;
-    let options = Value::Object(deployment.options.clone());
     let form = Form {
         v: 1,
         namespace,
         backend,
         upstream_model: &deployment.upstream_model,
         tier: deployment.tier.as_deref(),
-        options: Canonical(&options),
+        options: CanonicalMap(&deployment.options),
         messages: &request.messages,
         tools: request
             .tools
