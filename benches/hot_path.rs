@@ -27,6 +27,7 @@ fn cache_key(c: &mut Criterion) {
         extract::parse(REQUEST.as_bytes()).unwrap();
     let request = sluice::http::chat_request(wire, Default::default()).unwrap();
     let deployment = sluice::backend::Deployment {
+        structured: None,
         backend: "local".into(),
         upstream_model: "llama3.2".into(),
         keep_alive: None,

@@ -43,6 +43,14 @@ pub struct Metrics {
     pub engine_step_seconds: HistogramVec,
     /// `sluice_engine_queue_wait_seconds`: time from admission to a batch slot.
     pub engine_queue_wait: HistogramVec,
+    /// `sluice_engine_mask_seconds{backend, tier}`: computing one constraint token mask.
+    pub engine_mask_seconds: HistogramVec,
+    /// `sluice_engine_constrained_total{backend, tier, kind=tools|json|ban}`: sequences
+    /// generated under a constraint.
+    pub engine_constrained: IntCounterVec,
+    /// `sluice_engine_constraint_ended_total{backend, tier}`: generations the constraint
+    /// ended (it allowed nothing more, e.g. a JSON schema's closing brace).
+    pub engine_constraint_ended: IntCounterVec,
     /// `sluice_cache_lookups_total{result=hit|miss|bypass}`: chat requests by cache outcome.
     pub cache_lookups: IntCounterVec,
     /// `sluice_cache_entries`, `sluice_cache_bytes`: what the local cache holds.
@@ -141,6 +149,31 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &engine,
         )?;
+        let engine_mask_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_mask_seconds",
+                "Time to compute one constraint token mask (structured generation)",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.1,
+            ]),
+            &engine,
+        )?;
+        let engine_constrained = IntCounterVec::new(
+            Opts::new(
+                "sluice_engine_constrained_total",
+                "Sequences generated under a constraint (tools, json, or a banned tool-call opening)",
+            ),
+            &["backend", "tier", "kind"],
+        )?;
+        let engine_constraint_ended = IntCounterVec::new(
+            Opts::new(
+                "sluice_engine_constraint_ended_total",
+                "Generations ended by their constraint (it allowed nothing more)",
+            ),
+            &engine,
+        )?;
         let cache_lookups = IntCounterVec::new(
             Opts::new(
                 "sluice_cache_lookups_total",
@@ -178,6 +211,9 @@ impl Metrics {
         registry.register(Box::new(engine_tokens.clone()))?;
         registry.register(Box::new(engine_step_seconds.clone()))?;
         registry.register(Box::new(engine_queue_wait.clone()))?;
+        registry.register(Box::new(engine_mask_seconds.clone()))?;
+        registry.register(Box::new(engine_constrained.clone()))?;
+        registry.register(Box::new(engine_constraint_ended.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -200,6 +236,9 @@ impl Metrics {
             engine_tokens,
             engine_step_seconds,
             engine_queue_wait,
+            engine_mask_seconds,
+            engine_constrained,
+            engine_constraint_ended,
             cache_lookups,
             cache_entries,
             cache_bytes,

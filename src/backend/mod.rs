@@ -6,6 +6,8 @@
 mod ollama;
 mod onnx;
 mod openai;
+#[doc(hidden)]
+pub mod test_hooks;
 mod upstream;
 
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ pub struct Deployment {
     pub options: serde_json::Map<String, serde_json::Value>,
     /// The quantization tier on an embedded engine; `None` = its default.
     pub tier: Option<String>,
+    /// Structured generation on an embedded engine; `None` = the backend's setting.
+    pub structured: Option<bool>,
 }
 
 impl Deployment {
@@ -41,6 +45,7 @@ impl Deployment {
             keep_alive: model.keep_alive.clone(),
             options: model.options.clone(),
             tier: model.tier.clone(),
+            structured: model.structured,
         }
     }
 }

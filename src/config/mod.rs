@@ -196,6 +196,11 @@ pub struct BackendConfig {
     /// working directory (where `make` puts it).
     #[serde(default)]
     pub ort_library: Option<PathBuf>,
+    /// Structured generation: tool calls limited to the offered tools and valid against
+    /// their schemas, `tool_choice`, `response_format` JSON (default true). `false`
+    /// samples freely and parses afterwards (and refuses `response_format` JSON).
+    #[serde(default)]
+    pub structured: Option<bool>,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -239,6 +244,9 @@ pub struct ModelConfig {
     /// fields for OpenAI-compatible servers (e.g. vLLM's `top_k`).
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// Overrides the onnx backend's `structured` for this model.
+    #[serde(default)]
+    pub structured: Option<bool>,
 }
 
 fn default_owned_by() -> String {

@@ -70,6 +70,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             ("queue_size", backend.queue_size.is_some()),
             ("threads", backend.threads.is_some()),
             ("ort_library", backend.ort_library.is_some()),
+            ("structured", backend.structured.is_some()),
         ] {
             if set {
                 issue(
@@ -131,6 +132,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             Some(b) if b.kind != BackendKind::Ollama && model.keep_alive.is_some() => issue(
                 format!("{path}.keep_alive"),
                 "keep_alive is an Ollama setting; this model's backend is not Ollama".into(),
+            ),
+            Some(b) if b.kind != BackendKind::Onnx && model.structured.is_some() => issue(
+                format!("{path}.structured"),
+                "structured is an onnx setting; this model's backend is not kind = \"onnx\"".into(),
             ),
             Some(b) if b.kind != BackendKind::Onnx && model.tier.is_some() => issue(
                 format!("{path}.tier"),

@@ -1,21 +1,26 @@
 //! One engine per loaded tier: a dedicated OS thread that owns the ONNX session and
 //! runs continuous (iteration-level) batching. Between two decode steps it drops
-//! finished or abandoned sequences (their cache rows are reused), admits waiting
-//! requests (prefilled together in one run, written into free cache rows); then one
-//! `Session::run` decodes one token for every active sequence. Requests wait in a bounded queue; when it is full
+//! finished or abandoned sequences (their cache rows are reused) and admits waiting
+//! requests: each new prompt is prefilled on its own (one `Session::run` per prompt, no
+//! padding) and its cache written into a free row; then one `Session::run` decodes one
+//! token for every active sequence. Requests wait in a bounded queue; when it is full
 //! [`EngineHandle::submit`] fails at once with `Overloaded` (503 + `retry-after`).
+//! When the thread ends, by a panic too, the engine's drop guard marks it stopped
+//! (`/readyz` turns 503) and answers its running and queued requests with the same 503;
+//! later submits are refused at once.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use tokenizers::Tokenizer;
 
 use super::decoder::{Decoder, Step};
 use super::kv::{attention_mask, KvStore};
 use super::sequence::{Job, Sequence, Vocab};
+use crate::backend::test_hooks;
 use crate::error::BackendError;
 
 /// How one engine runs.
@@ -39,6 +44,10 @@ pub struct EngineMetrics {
     pub prefill_seconds: Histogram,
     pub decode_seconds: Histogram,
     pub queue_wait_seconds: Histogram,
+    pub mask_seconds: Histogram,
+    /// Labelled backend, tier, kind.
+    pub constrained: IntCounterVec,
+    pub constraint_ended: IntCounter,
 }
 
 /// What the model folder gives every engine.
@@ -76,6 +85,7 @@ impl EngineHandle {
             settings: settings.clone(),
         };
         let engine = Engine {
+            alive,
             shared,
             settings: settings.clone(),
             metrics,
@@ -93,24 +103,36 @@ impl EngineHandle {
         };
         std::thread::Builder::new()
             .name(format!("sluice-{}-{}", settings.backend, settings.tier))
-            .spawn(move || {
-                engine.run();
-                alive.store(false, Ordering::Release);
-            })
+            // `Engine`'s `Drop` is the thread's guard: it runs whether `run` returns or
+            // panics.
+            .spawn(move || engine.run())
             .map_err(|e| format!("cannot start the engine thread: {e}"))?;
         Ok(handle)
     }
 
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.alive.load(Ordering::SeqCst)
     }
 
-    /// Queue a job, or refuse at once when the queue is full.
+    /// Queue a job, or refuse at once when the queue is full or the thread has stopped.
     pub fn submit(&self, job: Job) -> Result<(), BackendError> {
+        if !self.is_alive() {
+            return Err(stopped(&self.settings));
+        }
         let depth = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
         self.queue_depth.set(depth as i64);
         match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Pairs with the fence in `Engine::drop`: either the guard's drain sees
+                // this job (and answers it), or this load sees the thread stopped. In the
+                // latter case the job may never be answered, so refuse it here.
+                fence(Ordering::SeqCst);
+                if self.is_alive() {
+                    Ok(())
+                } else {
+                    Err(stopped(&self.settings))
+                }
+            }
             Err(e) => {
                 let depth = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
                 self.queue_depth.set(depth as i64);
@@ -119,17 +141,27 @@ impl EngineHandle {
                         backend: self.settings.backend.clone(),
                         retry_after: Duration::from_secs(1),
                     },
-                    TrySendError::Disconnected(_) => BackendError::Failed {
-                        backend: self.settings.backend.clone(),
-                        message: format!("the {} engine has stopped", self.settings.tier),
-                    },
+                    TrySendError::Disconnected(_) => stopped(&self.settings),
                 })
             }
         }
     }
 }
 
+/// What a request gets from an engine whose thread has stopped: 503 with
+/// `retry-after`, so clients and load balancers go to another replica while this one
+/// reports not ready. (`Overloaded` is the 503 variant `BackendError` has; the log line
+/// from the drop guard says what really happened.)
+fn stopped(settings: &EngineSettings) -> BackendError {
+    BackendError::Overloaded {
+        backend: settings.backend.clone(),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
 struct Engine {
+    /// Shared with the handle; cleared by `drop` when the thread ends.
+    alive: Arc<AtomicBool>,
     decoder: Decoder,
     shared: Shared,
     settings: EngineSettings,
@@ -141,9 +173,44 @@ struct Engine {
     kv: KvStore,
 }
 
+/// The thread's drop guard: runs when `run` returns (the backend was dropped) and while
+/// the thread unwinds from a panic. Nothing here may panic.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
+        // Pairs with the fence in `EngineHandle::submit`.
+        fence(Ordering::SeqCst);
+        if std::thread::panicking() {
+            tracing::error!(
+                backend = %self.settings.backend,
+                tier = %self.settings.tier,
+                running = self.seqs.len(),
+                "the engine thread panicked: its requests get 503 and /readyz reports not ready"
+            );
+        }
+        let error = stopped(&self.settings);
+        for seq in &mut self.seqs {
+            seq.fail(error.clone());
+        }
+        while let Ok(job) = self.rx.try_recv() {
+            let depth = self
+                .waiting
+                .fetch_sub(1, Ordering::AcqRel)
+                .saturating_sub(1);
+            self.metrics.queue_depth.set(depth as i64);
+            let _ = job.events.send(Err(error.clone()));
+        }
+        self.metrics.active.set(0);
+    }
+}
+
 impl Engine {
     fn run(mut self) {
         loop {
+            if test_hooks::take_engine_panic(&self.settings.backend) {
+                // Stands in for a bug in the engine (see `backend::test_hooks`).
+                panic!("engine thread panicked on purpose (test hook)");
+            }
             let Some(new) = self.admit() else {
                 return; // every sender is gone: the backend was dropped
             };
@@ -229,16 +296,32 @@ impl Engine {
         let started = Instant::now();
         let len = job.prompt.len();
         let input_ids = job.prompt.iter().map(|&t| t as i64).collect();
+        if let Some(constraint) = &job.constraint {
+            let labels = [
+                &*self.settings.backend,
+                &*self.settings.tier,
+                constraint.kind,
+            ];
+            self.metrics.constrained.with_label_values(&labels).inc();
+        }
         let mut seq = Sequence::new(job, &self.shared.tool_tags);
-        let result = self.decoder.empty_past(1).and_then(|past| {
-            self.decoder.run(Step {
-                batch: 1,
-                seq: len,
-                input_ids,
-                attention_mask: vec![1; len],
-                position_ids: (0..len as i64).collect(),
-                past: past.iter().map(Into::into).collect(),
-                last: vec![len.saturating_sub(1)],
+        let decoder = &mut self.decoder;
+        let mask_seconds = &self.metrics.mask_seconds;
+        // The first token's mask is computed on rayon's pool while the prompt runs.
+        let result = rayon::in_place_scope(|scope| {
+            if let Some(constraint) = seq.pending_mask() {
+                scope.spawn(move |_| constraint.prepare(mask_seconds));
+            }
+            decoder.empty_past(1).and_then(|past| {
+                decoder.run(Step {
+                    batch: 1,
+                    seq: len,
+                    input_ids,
+                    attention_mask: vec![1; len],
+                    position_ids: (0..len as i64).collect(),
+                    past: past.iter().map(Into::into).collect(),
+                    last: vec![len.saturating_sub(1)],
+                })
             })
         });
         let stored = result.and_then(|out| {
@@ -256,7 +339,7 @@ impl Engine {
         self.metrics
             .prefill_seconds
             .observe(started.elapsed().as_secs_f64());
-        let vocab = vocab(&self.shared, &self.settings);
+        let vocab = vocab(&self.shared, &self.settings, &self.metrics);
         seq.step(&mut out.logits[..out.vocab], &vocab);
         self.metrics.generated_tokens.inc();
         self.seqs.push(seq);
@@ -270,15 +353,26 @@ impl Engine {
         let longest = lens.iter().copied().max().unwrap_or(0);
         self.kv.reserve(longest, &lens);
         let cap = self.kv.cap();
-        let result = self.kv.views().and_then(|past| {
-            self.decoder.run(Step {
-                batch,
-                seq: 1,
-                input_ids: self.seqs.iter().map(|s| s.next as i64).collect(),
-                attention_mask: attention_mask(&lens, cap, 1),
-                position_ids: lens.iter().map(|&l| l as i64).collect(),
-                past,
-                last: vec![0; batch],
+        let input_ids = self.seqs.iter().map(|s| s.next as i64).collect();
+        let (decoder, kv, mask_seconds) = (&mut self.decoder, &self.kv, &self.metrics.mask_seconds);
+        // Constraint masks for the tokens this step samples are computed on rayon's pool,
+        // in parallel with each other and with the model run, off the critical path.
+        let result = rayon::in_place_scope(|scope| {
+            for seq in &mut self.seqs {
+                if let Some(constraint) = seq.pending_mask() {
+                    scope.spawn(move |_| constraint.prepare(mask_seconds));
+                }
+            }
+            kv.views().and_then(|past| {
+                decoder.run(Step {
+                    batch,
+                    seq: 1,
+                    input_ids,
+                    attention_mask: attention_mask(&lens, cap, 1),
+                    position_ids: lens.iter().map(|&l| l as i64).collect(),
+                    past,
+                    last: vec![0; batch],
+                })
             })
         });
         let result = result.and_then(|out| {
@@ -303,7 +397,7 @@ impl Engine {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.generated_tokens.inc_by(batch as u64);
         let vocab_size = out.vocab;
-        let vocab = vocab(&self.shared, &self.settings);
+        let vocab = vocab(&self.shared, &self.settings, &self.metrics);
         for (row, seq) in self.seqs.iter_mut().enumerate() {
             seq.len += 1;
             if seq.is_done() {
@@ -316,11 +410,17 @@ impl Engine {
 }
 
 /// What a sequence needs from its engine to handle a token.
-fn vocab<'a>(shared: &'a Shared, settings: &'a EngineSettings) -> Vocab<'a> {
+fn vocab<'a>(
+    shared: &'a Shared,
+    settings: &'a EngineSettings,
+    metrics: &'a EngineMetrics,
+) -> Vocab<'a> {
     Vocab {
         tokenizer: &shared.tokenizer,
         stop_ids: &shared.stop_ids,
         max_context: settings.max_context,
         backend: &settings.backend,
+        mask_seconds: &metrics.mask_seconds,
+        constraint_ended: &metrics.constraint_ended,
     }
 }

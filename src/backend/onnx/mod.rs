@@ -1,12 +1,18 @@
 //! The embedded ONNX Runtime engine (`kind = "onnx"`), sluice's default backend. At
 //! start-up it loads a model folder ([`model`]), the ONNX Runtime library
-//! ([`runtime`]) and one [`engine`] thread per configured tier. Per request, on the
-//! async side, it renders the chat template ([`prompt`]), tokenises, checks the
-//! context, and queues a job; the engine thread streams the events back.
+//! ([`runtime`]), llguidance over the model's tokenizer ([`constraint`]) and one
+//! [`engine`] thread per configured tier. Per request, on a blocking thread (never an
+//! async worker), it renders the chat template ([`prompt`]), tokenises, compiles the
+//! request's constraint ([`grammar`]: offered tools, `tool_choice`, `response_format`)
+//! and checks the context; then it queues a job and the engine thread streams the
+//! events back.
 
+mod callstream;
+mod constraint;
 mod decoder;
 mod detok;
 mod engine;
+mod grammar;
 mod kv;
 mod model;
 mod prompt;
@@ -24,6 +30,7 @@ use async_trait::async_trait;
 use tokenizers::Tokenizer;
 use tokio_util::sync::CancellationToken;
 
+use self::constraint::{Constraint, Structured};
 use self::engine::{EngineHandle, EngineMetrics, EngineSettings, Shared};
 use self::model::ModelFolder;
 use self::prompt::ChatTemplate;
@@ -44,9 +51,22 @@ pub struct OnnxBackend {
     name: String,
     engines: BTreeMap<String, EngineHandle>,
     default_tier: String,
+    prep: Arc<Prep>,
+    max_context: usize,
+}
+
+/// What turns a request into a job; used on blocking threads.
+struct Prep {
     tokenizer: Arc<Tokenizer>,
     template: Arc<ChatTemplate>,
-    max_context: usize,
+    /// llguidance over the model's tokenizer; `None` when `structured = false`.
+    structured: Option<Structured>,
+}
+
+/// A request ready for the engine.
+struct Prepared {
+    prompt: Vec<u32>,
+    constraint: Option<Constraint>,
 }
 
 impl OnnxBackend {
@@ -83,6 +103,22 @@ impl OnnxBackend {
             }
             Some(n) => n,
             None => folder.context_length,
+        };
+        let structured = if cfg.structured.unwrap_or(true) {
+            let path = dir.join("tokenizer.json");
+            let json = std::fs::read(&path)
+                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            Some(
+                Structured::new(
+                    &json,
+                    &folder.tokenizer,
+                    &folder.stop_ids,
+                    &folder.tool_tags,
+                )
+                .map_err(fail)?,
+            )
+        } else {
+            None
         };
         let env = runtime::environment(name, cfg.ort_library.as_deref())?;
         let threads = cfg.threads.unwrap_or_else(|| {
@@ -130,14 +166,21 @@ impl OnnxBackend {
             name: name.to_owned(),
             engines,
             default_tier: tiers[0].clone(),
-            tokenizer: folder.tokenizer,
-            template: folder.template,
+            prep: Arc::new(Prep {
+                tokenizer: folder.tokenizer,
+                template: folder.template,
+                structured,
+            }),
             max_context,
         })
     }
+}
 
-    /// The prompt's token ids, or a 400 naming what is wrong with the request.
-    fn tokenize(&self, request: &ChatRequest) -> Result<Vec<u32>, BackendError> {
+impl Prep {
+    /// The prompt's token ids and the request's constraint, or a 400 naming what is
+    /// wrong with the request. CPU work: runs on a blocking thread.
+    fn prepare(&self, request: &ChatRequest, structured: bool) -> Result<Prepared, BackendError> {
+        let structured = self.structured.as_ref().filter(|_| structured);
         let invalid = |message: String, param| BackendError::InvalidRequest {
             message,
             param: Some(param),
@@ -151,15 +194,32 @@ impl OnnxBackend {
                 "messages",
             ));
         }
-        if matches!(
-            request.response_format,
-            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-        ) {
+        if structured.is_none()
+            && matches!(
+                request.response_format,
+                Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+            )
+        {
             return Err(invalid(
-                "response_format json_object and json_schema are not supported by the embedded engine".into(),
+                "response_format json_object and json_schema need structured generation, which is off for this model (structured = false)".into(),
                 "response_format",
             ));
         }
+        let constraint = match structured {
+            Some(structured) => {
+                let plan = grammar::plan(
+                    &grammar::Request {
+                        tools: &request.tools,
+                        tool_choice: request.tool_choice.as_ref(),
+                        parallel_tool_calls: request.parallel_tool_calls,
+                        response_format: request.response_format.as_ref(),
+                    },
+                    structured.syntax(),
+                );
+                structured.compile(plan)?
+            }
+            None => None,
+        };
         let tools = if request.tool_choice == Some(ToolChoice::None) {
             &[][..]
         } else {
@@ -173,7 +233,10 @@ impl OnnxBackend {
             .tokenizer
             .encode(text, false)
             .map_err(|e| invalid(format!("cannot tokenise the prompt: {e}"), "messages"))?;
-        Ok(encoding.get_ids().to_vec())
+        Ok(Prepared {
+            prompt: encoding.get_ids().to_vec(),
+            constraint,
+        })
     }
 }
 
@@ -197,6 +260,9 @@ fn engine_metrics(metrics: &Metrics, backend: &str, tier: &str) -> EngineMetrics
         prefill_seconds: step("prefill"),
         decode_seconds: step("decode"),
         queue_wait_seconds: metrics.engine_queue_wait.with_label_values(&labels),
+        mask_seconds: metrics.engine_mask_seconds.with_label_values(&labels),
+        constrained: metrics.engine_constrained.clone(),
+        constraint_ended: metrics.engine_constraint_ended.with_label_values(&labels),
     }
 }
 
@@ -247,7 +313,18 @@ impl Backend for OnnxBackend {
             backend: self.name.clone(),
             message: format!("tier `{tier}` is not loaded"),
         })?;
-        let prompt = self.tokenize(&request)?;
+        let structured = deployment.structured.unwrap_or(true);
+        let prep = self.prep.clone();
+        let (request, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = prep.prepare(&request, structured);
+            (request, prepared)
+        })
+        .await
+        .map_err(|e| BackendError::Failed {
+            backend: self.name.clone(),
+            message: format!("preparing the prompt failed: {e}"),
+        })?;
+        let Prepared { prompt, constraint } = prepared?;
         let requested = request.sampling.max_tokens.map(|n| n as usize);
         if prompt.len() >= self.max_context
             || requested.is_some_and(|n| prompt.len() + n > self.max_context)
@@ -273,6 +350,7 @@ impl Backend for OnnxBackend {
             events,
             cancel,
             queued_at: Instant::now(),
+            constraint,
         })?;
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)

@@ -1,14 +1,17 @@
-//! One request inside the engine: its sampler, incremental detokeniser, stop-string
-//! matcher and tool-call parser, and the channel its events go out on. The engine
-//! feeds it one sampled token at a time; it decides when the generation ends and
-//! sends `Delta`, `ToolCall` and the final `Finish` with exact token counts.
+//! One request inside the engine: its constraint (structured generation), sampler,
+//! incremental detokeniser, stop-string matcher and tool-call parser, and the channel
+//! its events go out on. The engine feeds it one row of logits at a time; it masks them,
+//! samples, decides when the generation ends and sends `Delta`, `ToolCall` and the
+//! final `Finish` with exact token counts.
 
 use std::time::Instant;
 
+use prometheus::{Histogram, IntCounter};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::constraint::{Commit, Constraint};
 use super::detok::Detokenizer;
 use super::sampler::{Sampler, SamplingParams};
 use super::stop::{StopMatcher, StopStep};
@@ -31,6 +34,8 @@ pub struct Job {
     pub events: Events,
     pub cancel: CancellationToken,
     pub queued_at: Instant,
+    /// What the request allows the model to write (tools, JSON); `None` = anything.
+    pub constraint: Option<Constraint>,
 }
 
 impl Job {
@@ -47,6 +52,10 @@ pub struct Vocab<'a> {
     pub max_context: usize,
     /// The backend's name, for errors.
     pub backend: &'a str,
+    /// Time spent computing constraint masks.
+    pub mask_seconds: &'a Histogram,
+    /// Generations that ended because their constraint allowed nothing more.
+    pub constraint_ended: &'a IntCounter,
 }
 
 pub struct Sequence {
@@ -70,11 +79,15 @@ impl Sequence {
         let tail_start = job.prompt.len().saturating_sub(4);
         let detok = Detokenizer::new(&job.prompt[tail_start..]);
         let stop = StopMatcher::new(std::mem::take(&mut job.stop));
+        let mut tools = ToolCallParser::new(&tool_tags.0, &tool_tags.1);
+        if job.constraint.as_ref().is_some_and(|c| c.kind == "tools") {
+            tools = tools.streaming();
+        }
         Sequence {
             sampler: Sampler::new(job.sampling.clone()),
             detok,
             stop,
-            tools: ToolCallParser::new(&tool_tags.0, &tool_tags.1),
+            tools,
             len: job.prompt.len(),
             next: 0,
             generated: 0,
@@ -89,11 +102,40 @@ impl Sequence {
         self.finished || self.job.abandoned()
     }
 
-    /// Sample from this row's logits and handle the token.
+    /// The constraint, while its next mask is still to be computed.
+    pub fn pending_mask(&mut self) -> Option<&mut Constraint> {
+        self.job
+            .constraint
+            .as_mut()
+            .filter(|c| c.needs_mask() && !self.finished)
+    }
+
+    /// Mask this row's logits, sample from them and handle the token.
     pub fn step(&mut self, logits: &mut [f32], vocab: &Vocab<'_>) {
-        let token = self.sampler.sample(logits);
+        let mut complete = false;
+        let token = match &mut self.job.constraint {
+            None => self.sampler.sample(logits),
+            Some(constraint) => {
+                let sampled = constraint
+                    .apply(logits, vocab.mask_seconds)
+                    .map(|()| self.sampler.sample(logits))
+                    .and_then(|token| Ok((token, constraint.commit(token)?)));
+                match sampled {
+                    Ok((token, commit)) => {
+                        complete = commit == Commit::Complete;
+                        token
+                    }
+                    Err(e) => {
+                        return self.fail(BackendError::Failed {
+                            backend: vocab.backend.to_owned(),
+                            message: format!("structured generation failed: {e}"),
+                        })
+                    }
+                }
+            }
+        };
         self.generated += 1;
-        if !self.job.ignore_eos && vocab.stop_ids.contains(&token) {
+        if vocab.stop_ids.contains(&token) && (!self.job.ignore_eos || complete) {
             return self.finish(FinishReason::Stop, true, vocab.tokenizer);
         }
         self.next = token;
@@ -112,6 +154,10 @@ impl Sequence {
                 self.emit_text(&text);
                 return self.finish(FinishReason::Stop, false, vocab.tokenizer);
             }
+        }
+        if complete {
+            vocab.constraint_ended.inc();
+            return self.finish(FinishReason::Stop, true, vocab.tokenizer);
         }
         let context_full = self.job.prompt.len() + self.generated >= vocab.max_context;
         if self.generated >= self.job.max_tokens || context_full {
@@ -149,6 +195,21 @@ impl Sequence {
                         arguments,
                     }
                 }
+                Piece::CallStart { name } => {
+                    self.calls += 1;
+                    Event::ToolCall {
+                        index: self.calls - 1,
+                        id: Some(call_id()),
+                        name: Some(name),
+                        arguments: String::new(),
+                    }
+                }
+                Piece::CallArguments(arguments) => Event::ToolCall {
+                    index: self.calls.saturating_sub(1),
+                    id: None,
+                    name: None,
+                    arguments,
+                },
             };
             if self.job.events.send(Ok(event)).is_err() {
                 self.finished = true;
@@ -227,14 +288,19 @@ mod tests {
             events: tx,
             cancel: CancellationToken::new(),
             queued_at: Instant::now(),
+            constraint: None,
         };
         let tags = ("<tool_call>".to_owned(), "</tool_call>".to_owned());
         let mut seq = Sequence::new(job, &tags);
+        let mask_seconds = Histogram::with_opts(prometheus::HistogramOpts::new("m", "m")).unwrap();
+        let constraint_ended = IntCounter::new("c", "c").unwrap();
         let vocab = Vocab {
             tokenizer: &tok,
             stop_ids: &[2, 0],
             max_context: 512,
             backend: "local",
+            mask_seconds: &mask_seconds,
+            constraint_ended: &constraint_ended,
         };
         for &id in ids {
             if seq.is_done() {

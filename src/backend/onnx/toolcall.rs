@@ -5,8 +5,14 @@
 //! start of a tag is held back, so no part of a tag is ever streamed as content. A call whose
 //! JSON is broken comes out as its raw text, tags included, so the user can see what the
 //! model did. Whitespace that only separates calls (or precedes the first one) is dropped.
+//!
+//! In streaming mode (a constrained sequence, whose calls are known to be well formed) a
+//! call goes out in pieces: [`Piece::CallStart`] as soon as its name is written, then
+//! [`Piece::CallArguments`] as the arguments grow ([`super::callstream`]).
 
 use serde_json::Value;
+
+use super::callstream::{head, Head, ValueEnd};
 
 /// One unit of output, in generation order.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +24,22 @@ pub enum Piece {
         name: String,
         arguments: String,
     },
+    /// Streaming mode: a new call, named; its arguments follow.
+    CallStart {
+        name: String,
+    },
+    /// Streaming mode: more of the current call's arguments (a JSON text when joined).
+    CallArguments(String),
+}
+
+/// Where a streamed call is.
+enum Streamed {
+    /// Head not written yet.
+    Head,
+    /// Not the expected shape: parsed whole at its end tag.
+    Whole,
+    /// Name sent; arguments sent up to byte `sent` of the body.
+    Arguments { sent: usize, end: ValueEnd },
 }
 
 pub struct ToolCallParser {
@@ -31,6 +53,9 @@ pub struct ToolCallParser {
     /// Whitespace dropped before the current start tag; given back if the call is malformed.
     pre_ws: String,
     calls_seen: usize,
+    /// Stream calls in pieces (see the module header).
+    stream: bool,
+    streamed: Streamed,
 }
 
 impl ToolCallParser {
@@ -43,7 +68,15 @@ impl ToolCallParser {
             buf: String::new(),
             pre_ws: String::new(),
             calls_seen: 0,
+            stream: false,
+            streamed: Streamed::Head,
         }
+    }
+
+    /// Send calls in pieces as they are generated (for constrained sequences).
+    pub fn streaming(mut self) -> Self {
+        self.stream = true;
+        self
     }
 
     /// Never emits any part of a tag as Text: holds back a suffix that could start the start
@@ -63,6 +96,13 @@ impl ToolCallParser {
                     .buf
                     .get(from..)
                     .and_then(|tail| tail.find(&self.end_tag));
+                if self.stream {
+                    let visible = match found {
+                        Some(i) => i + from,
+                        None => self.buf.len() - held_back(&self.buf, &self.end_tag),
+                    };
+                    self.stream_body(visible, &mut out);
+                }
                 let Some(at) = found.map(|i| i + from) else {
                     break;
                 };
@@ -118,10 +158,40 @@ impl ToolCallParser {
         self.calls_seen
     }
 
+    /// Streaming mode: send what `buf[..visible]` (the call body so far) adds.
+    fn stream_body(&mut self, visible: usize, out: &mut Vec<Piece>) {
+        let body = &self.buf[..visible];
+        if let Streamed::Head = self.streamed {
+            match head(body) {
+                Head::NeedMore => return,
+                Head::NoMatch => self.streamed = Streamed::Whole,
+                Head::Matched { name, args_at } => {
+                    self.calls_seen += 1;
+                    out.push(Piece::CallStart { name });
+                    self.streamed = Streamed::Arguments {
+                        sent: args_at,
+                        end: ValueEnd::default(),
+                    };
+                }
+            }
+        }
+        if let Streamed::Arguments { sent, end } = &mut self.streamed {
+            let new = &body[*sent..];
+            let n = end.feed(new);
+            if n > 0 {
+                out.push(Piece::CallArguments(new[..n].to_owned()));
+            }
+            *sent = visible;
+        }
+    }
+
     /// Emits the call in `body`, or, if it is not a valid call, its raw text.
     fn close_call(&mut self, body: &str, closed: bool, out: &mut Vec<Piece>) {
         self.in_call = false;
         let pre_ws = std::mem::take(&mut self.pre_ws);
+        if let Streamed::Arguments { .. } = std::mem::replace(&mut self.streamed, Streamed::Head) {
+            return; // already sent
+        }
         match parse_call(body) {
             Some((name, arguments)) => {
                 self.calls_seen += 1;

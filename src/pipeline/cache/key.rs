@@ -153,6 +153,7 @@ mod tests {
             keep_alive: None,
             options: Default::default(),
             tier: Some("int8".into()),
+            structured: None,
         }
     }
 
