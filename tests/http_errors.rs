@@ -102,6 +102,31 @@ async fn invalid_values_are_400_naming_the_param() {
 }
 
 #[tokio::test]
+async fn more_than_four_stop_sequences_are_400_naming_stop() {
+    let (gw, up) = setup("").await;
+    let mut body = chat_body("gpt", "hi");
+    body["stop"] = json!(["a", "b", "c", "d", "e"]);
+    let (status, err) = error_of(gw.post("/v1/chat/completions", &body).await).await;
+    assert_eq!(
+        (status, err["param"].as_str()),
+        (400, Some("stop")),
+        "{err}"
+    );
+    assert_eq!(err["type"], "invalid_request_error");
+    assert!(
+        err["message"].as_str().unwrap().contains("at most 4"),
+        "{err}"
+    );
+    assert_eq!(up.state.chat_calls.load(Ordering::SeqCst), 0);
+
+    // Four is OpenAI's limit and is accepted: all four reach the upstream.
+    body["stop"] = json!(["a", "b", "c", "d"]);
+    let resp = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.state.last_request()["stop"], json!(["a", "b", "c", "d"]));
+}
+
+#[tokio::test]
 async fn unknown_model_is_404_model_not_found() {
     let (gw, up) = setup("").await;
     let (status, err) = error_of(

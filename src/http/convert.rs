@@ -20,6 +20,9 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 
+/// OpenAI's limit on `stop` sequences per request.
+const MAX_STOP: usize = 4;
+
 fn invalid(message: String, param: &str) -> ApiError {
     ApiError::invalid_request(message, Some(param))
 }
@@ -158,6 +161,15 @@ pub fn chat_request(
         Some(StopConfiguration::String(s)) => vec![s],
         Some(StopConfiguration::StringArray(v)) => v,
     };
+    if stop.len() > MAX_STOP {
+        return Err(invalid(
+            format!(
+                "Invalid 'stop': at most {MAX_STOP} stop sequences are allowed, got {}.",
+                stop.len()
+            ),
+            "stop",
+        ));
+    }
     if stop.iter().any(String::is_empty) {
         return Err(invalid("Stop sequences must not be empty.".into(), "stop"));
     }
@@ -360,6 +372,15 @@ mod tests {
             assert_eq!(e.status, 400);
             assert_eq!(e.param.as_deref(), Some(param), "{extra}");
         }
+    }
+
+    #[test]
+    fn four_stop_sequences_are_the_limit() {
+        let r = req(r#","stop":["a","b","c","d"]"#).unwrap();
+        assert_eq!(r.sampling.stop, ["a", "b", "c", "d"]);
+        let e = req(r#","stop":["a","b","c","d","e"]"#).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("stop")));
+        assert!(e.message.contains("at most 4"), "{}", e.message);
     }
 
     #[test]
