@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::engine::{self, answer, complete, greedy, metric, wait_metric};
+use common::engine::{self, answer, complete, greedy, metric, stream_answer, wait_metric};
 use common::{parse_chunks, sse_data, streaming};
 use futures::StreamExt;
 use serde_json::json;
@@ -126,35 +126,13 @@ async fn sixty_four_concurrent_streams_complete_with_correct_outputs() {
             let resp = gw.post("/v1/chat/completions", &body).await;
             assert_eq!(resp.status(), 200);
             let chunks = parse_chunks(&sse_data(&resp.text().await.unwrap()));
-            let mut content = String::new();
-            let mut calls: Vec<(String, String)> = Vec::new();
-            let mut finish = String::new();
-            for chunk in &chunks {
-                for choice in &chunk.choices {
-                    content.push_str(choice.delta.content.as_deref().unwrap_or_default());
-                    for call in choice.delta.tool_calls.iter().flatten() {
-                        if let Some(f) = &call.function {
-                            calls.push((
-                                f.name.clone().unwrap_or_default(),
-                                f.arguments.clone().unwrap_or_default(),
-                            ));
-                        }
-                    }
-                    if let Some(reason) = &choice.finish_reason {
-                        finish = serde_json::to_value(reason)
-                            .unwrap()
-                            .as_str()
-                            .unwrap()
-                            .into();
-                    }
-                }
-            }
+            let got = stream_answer(&chunks);
             let usage = chunks
                 .last()
                 .and_then(|c| c.usage.clone())
                 .expect("usage chunk");
             assert!(usage.completion_tokens > 0);
-            (i, (content, calls, finish))
+            (i, got)
         }
     }))
     .await;

@@ -12,7 +12,8 @@ pub fn model_dir() -> String {
 }
 
 /// A gateway with one onnx backend `local` loading `tiers`, and models:
-/// `tiny` (int4), `tiny-fp32` (fp32, if loaded) and `tiny-noeos` (int4, ignore_eos).
+/// `tiny` (int4), `tiny-fp32` (fp32, if loaded), `tiny-noeos` (int4, ignore_eos) and
+/// `tiny-free` (int4 without structured generation: it samples freely).
 /// The response cache is off: these tests are about the engine, so identical requests
 /// must really run (and not be answered from the cache or merged).
 pub async fn start(tiers: &[&str], max_batch_size: usize, queue_size: usize) -> Gateway {
@@ -33,6 +34,10 @@ pub async fn start(tiers: &[&str], max_batch_size: usize, queue_size: usize) -> 
         toml.push_str(
             "[[models]]\nname = \"tiny-noeos\"\nbackend = \"local\"\ntier = \"int4\"\n\
              options = { ignore_eos = true }\n\n",
+        );
+        toml.push_str(
+            "[[models]]\nname = \"tiny-free\"\nbackend = \"local\"\ntier = \"int4\"\n\
+             structured = false\n\n",
         );
     }
     if tiers.contains(&"fp32") {
@@ -116,6 +121,40 @@ pub fn answer(body: &Value) -> (String, Vec<(String, String)>, String) {
             .unwrap_or_default()
             .to_owned(),
     )
+}
+
+/// What a user sees of a streamed answer (as [`answer`]): deltas joined, tool-call
+/// fragments reassembled by `index` the way the OpenAI SDKs do.
+pub fn stream_answer(
+    chunks: &[async_openai::types::chat::CreateChatCompletionStreamResponse],
+) -> (String, Vec<(String, String)>, String) {
+    let mut content = String::new();
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut finish = String::new();
+    for choice in chunks.iter().flat_map(|c| c.choices.iter()) {
+        content.push_str(choice.delta.content.as_deref().unwrap_or_default());
+        for call in choice.delta.tool_calls.iter().flatten() {
+            let index = call.index as usize;
+            while calls.len() <= index {
+                calls.push(Default::default());
+            }
+            if let Some(f) = &call.function {
+                calls[index]
+                    .0
+                    .push_str(f.name.as_deref().unwrap_or_default());
+                calls[index]
+                    .1
+                    .push_str(f.arguments.as_deref().unwrap_or_default());
+            }
+        }
+        if let Some(reason) = &choice.finish_reason {
+            finish = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+        }
+    }
+    (content, calls, finish)
 }
 
 /// Poll a metric until `pred` holds (or fail after 10 s).
