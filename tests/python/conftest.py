@@ -64,8 +64,10 @@ def sluice_config(upstream_url: str, extra: str = "") -> str:
 class Sluice:
     """A running `sluice serve` process and its log."""
 
-    def __init__(self, binary: str, config_path: Path, cwd: Path | None = None) -> None:
-        env = dict(os.environ, NO_COLOR="1", RUST_LOG="info")
+    def __init__(
+        self, binary: str, config_path: Path, cwd: Path | None = None, env: dict | None = None
+    ) -> None:
+        env = {**os.environ, "NO_COLOR": "1", "RUST_LOG": "info", **(env or {})}
         self.log: list[str] = []
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", str(config_path), "--listen", "127.0.0.1:0"],
@@ -191,5 +193,15 @@ def sluice_default(sluice_bin):
     """sluice on the shipped config/sluice.toml, as `make run` starts it: the embedded
     engine serving models/sluice-tiny (only the listen address differs)."""
     gateway = Sluice(sluice_bin, REPO / "config" / "sluice.toml", cwd=REPO)
+    yield gateway
+    _finish(gateway)
+
+
+@pytest.fixture(scope="session")
+def sluice_default_uncached(sluice_bin):
+    """The shipped config/sluice.toml with the response cache off (SLUICE__CACHE__MODE),
+    so two identical deterministic requests are both generated, never a replay."""
+    gateway = Sluice(sluice_bin, REPO / "config" / "sluice.toml", cwd=REPO,
+                     env={"SLUICE__CACHE__MODE": "off"})
     yield gateway
     _finish(gateway)
