@@ -1,4 +1,4 @@
-# Shared by latency.sh and engine.sh (sourced, not run): build sluice and the bench tools,
+# Shared by the scripts in loadtest/ (sourced, not run): build sluice and the bench tools,
 # create the run's results directory, and stop every process the run started on exit.
 #
 # Expects: $root (repository), $here (loadtest/), $CARGO, and a log() function.

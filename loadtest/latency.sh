@@ -67,6 +67,10 @@ cat >"$out/sluice.toml" <<EOF
 [server]
 listen = "127.0.0.1:$gw_port"
 
+# The proxy path is what is measured: no answer comes from the response cache.
+[cache]
+mode = "off"
+
 [backends.bench]
 kind = "openai"
 url = "http://127.0.0.1:$up_port/v1"

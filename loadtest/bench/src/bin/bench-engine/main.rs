@@ -25,15 +25,34 @@
 //!   errors   = any request of the cell (warm-up included) that failed: non-2xx, error
 //!              event, no `[DONE]`, no usage, no delta, or slower than `--timeout-s`.
 //!
+//! Then, with `--structured` and `--free` (two models over one batched backend and tier,
+//! structured generation on and off, no `ignore_eos`), the structured-generation cells
+//! (structured.rs): for each `--structured-concurrency` C and each workload (`tools`,
+//! `json`) one cell per model, each measured in `--structured-rounds` windows of
+//! `--duration / rounds` s (each after its own warm-up, followed by its drain)
+//! interleaved with the other model's, A B B A A B B A ..., so that drift on a shared
+//! machine falls on both; a cell's figures are over its windows together. Per cell also:
+//! mean completion tokens per answer, answers cut at max_tokens, valid answers
+//! (structured.rs `valid`), and from sluice's `/metrics` the `sluice_engine_mask_seconds`
+//! histogram (masks, mean = sum / count, p50/p99 interpolated in its buckets, share <=
+//! 1 ms) and the constrained and constraint-ended counters.
+//!
 //! Targets: at concurrency 16 batched tokens/s >= `--target-speedup` x unbatched, and
-//! batched TTFT p50 at 16 <= `--target-ttft-ratio` x batched TTFT p50 at 1, with no
-//! errors. Prints a markdown report (report.rs), writes `--json` with every cell; exit 0
-//! met, 3 missed, 1 error.
+//! batched TTFT p50 at 16 <= `--target-ttft-ratio` x batched TTFT p50 at 1; with the
+//! structured cells, for each workload constrained tokens/s at 16 >=
+//! `--target-structured-ratio` x unconstrained, and mask p99 at 32 <
+//! `--target-mask-p99-ms` (from the buckets: the share of masks <= that bound must be >=
+//! 99%, so it needs a bucket bound there; 1 ms is one); all with no errors. Prints a
+//! markdown report (report.rs), writes `--json` with every cell; exit 0 met, 3 missed, 1
+//! error.
 //!
 //! Usage: bench-engine --url http://127.0.0.1:PORT/v1 [--batched tiny-batched]
 //!   [--unbatched tiny-unbatched] [--concurrency 1,4,16,32] [--duration 8] [--warmup 1]
 //!   [--max-tokens 64] [--timeout-s 60] [--max-seconds 300] [--sluice-pid PID]
 //!   [--json FILE] [--target-speedup 3] [--target-ttft-ratio 2] [--title TEXT]
+//!   [--structured tiny-structured --free tiny-free] [--structured-concurrency 16,32]
+//!   [--structured-rounds 4]
+//!   [--target-structured-ratio 0.9] [--target-mask-p99-ms 1]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -50,6 +69,7 @@ use serde_json::{json, Value};
 
 mod metrics;
 mod report;
+mod structured;
 use report::{pct, render, Cell, Report};
 
 fn main() {
@@ -85,6 +105,14 @@ struct Opts {
     target_speedup: f64,
     target_ttft_ratio: f64,
     title: String,
+    /// The structured-generation models (constraint on / off); both or neither.
+    structured: Option<String>,
+    free: Option<String>,
+    structured_concurrency: Vec<usize>,
+    /// Windows per structured cell, interleaved with the other model's.
+    structured_rounds: usize,
+    target_structured_ratio: f64,
+    target_mask_p99_ms: f64,
 }
 
 impl Opts {
@@ -107,6 +135,18 @@ impl Opts {
             target_speedup: 3.0,
             target_ttft_ratio: 2.0,
             title: String::new(),
+            structured: None,
+            free: None,
+            structured_concurrency: vec![16, 32],
+            structured_rounds: 4,
+            target_structured_ratio: 0.9,
+            target_mask_p99_ms: 1.0,
+        };
+        let list = |a: &str, v: &str| {
+            v.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse::<usize>().map_err(|e| format!("{a}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -116,13 +156,13 @@ impl Opts {
                 "--url" => url = v.clone(),
                 "--batched" => o.batched = v.clone(),
                 "--unbatched" => o.unbatched = v.clone(),
-                "--concurrency" => {
-                    o.concurrency = v
-                        .split(',')
-                        .filter(|s| !s.trim().is_empty())
-                        .map(|s| s.trim().parse::<usize>().map_err(|e| format!("{a}: {e}")))
-                        .collect::<Result<_, _>>()?
-                }
+                "--concurrency" => o.concurrency = list(a, v)?,
+                "--structured-concurrency" => o.structured_concurrency = list(a, v)?,
+                "--structured-rounds" => o.structured_rounds = num(v)? as usize,
+                "--structured" => o.structured = Some(v.clone()),
+                "--free" => o.free = Some(v.clone()),
+                "--target-structured-ratio" => o.target_structured_ratio = num(v)?,
+                "--target-mask-p99-ms" => o.target_mask_p99_ms = num(v)?,
                 "--duration" => o.duration = num(v)?,
                 "--warmup" => o.warmup = num(v)?,
                 "--max-tokens" => o.max_tokens = num(v)? as u32,
@@ -155,6 +195,15 @@ impl Opts {
         o.path = format!("{prefix}/chat/completions");
         if o.concurrency.is_empty() || o.concurrency.iter().any(|&c| c == 0 || c > 256) {
             return Err("--concurrency: a list of values in 1..=256".into());
+        }
+        if o.structured_concurrency.iter().any(|&c| c == 0 || c > 256) {
+            return Err("--structured-concurrency: a list of values in 1..=256".into());
+        }
+        if !(1..=16).contains(&o.structured_rounds) {
+            return Err("--structured-rounds: 1..=16".into());
+        }
+        if o.structured.is_some() != o.free.is_some() {
+            return Err("--structured and --free go together".into());
         }
         if !(o.duration > 0.0 && o.duration <= 120.0 && o.warmup >= 0.0 && o.warmup <= 60.0) {
             return Err("bounded runs only: 0 < --duration <= 120 s, --warmup <= 60 s".into());
@@ -225,8 +274,17 @@ fn prompt_tokens(max_tokens: u32, prompt: usize) -> u32 {
     (max_tokens * LENGTH_EIGHTHS[prompt % LENGTH_EIGHTHS.len()] / 8).max(1)
 }
 
-/// One body per prompt, with whether it carries tools.
-fn bodies(model: &str, max_tokens: u32) -> Vec<(Bytes, bool)> {
+/// One request body of a cell's round-robin list.
+pub struct Body {
+    pub bytes: Bytes,
+    /// It carries tools (its first delta may be a whole tool call).
+    pub tools: bool,
+    /// With `ignore_eos`: exactly how many tokens it generates (fewer is *short*).
+    pub exact_tokens: Option<u32>,
+}
+
+/// One body per prompt of the batching cells.
+fn bodies(model: &str, max_tokens: u32) -> Vec<Body> {
     PROMPTS
         .iter()
         .enumerate()
@@ -243,7 +301,11 @@ fn bodies(model: &str, max_tokens: u32) -> Vec<(Bytes, bool)> {
             if !tools.is_empty() {
                 body["tools"] = tools.iter().map(|t| tool(t)).collect();
             }
-            (Bytes::from(body.to_string()), !tools.is_empty())
+            Body {
+                bytes: Bytes::from(body.to_string()),
+                tools: !tools.is_empty(),
+                exact_tokens: Some(max_tokens),
+            }
         })
         .collect()
 }
@@ -285,9 +347,14 @@ struct Outcome {
     /// The prompt carried tools (its first delta may be a whole tool call, held back
     /// by the engine's tool-call parser until the call is complete).
     tools: bool,
-    /// Index into PROMPTS.
+    /// Index into the cell's bodies.
     prompt: usize,
     error: Option<&'static str>,
+    /// The answer's text and its tool calls (name, arguments), when `keep_text`.
+    content: String,
+    calls: Vec<(String, String)>,
+    /// `finish_reason` of the last choice chunk that had one.
+    finish: Option<String>,
 }
 
 /// Sends one streaming request on `conn` (reconnecting when needed) and reads the SSE
@@ -296,6 +363,7 @@ async fn exchange(
     t: &Target,
     conn: &mut Option<Conn>,
     body: Bytes,
+    keep_text: bool,
     out: &mut Outcome,
 ) -> Result<(), &'static str> {
     let mut sender = match conn.take() {
@@ -357,6 +425,12 @@ async fn exchange(
                 if content || calls {
                     out.first.get_or_insert(now);
                     out.deltas.push(now);
+                    if keep_text {
+                        keep(delta, out);
+                    }
+                }
+                if let Some(reason) = v["choices"][0]["finish_reason"].as_str() {
+                    out.finish = Some(reason.to_owned());
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     usage = true;
@@ -376,12 +450,33 @@ async fn exchange(
     }
 }
 
+/// Appends a delta's content and tool-call pieces (by `index`) to the outcome.
+fn keep(delta: &Value, out: &mut Outcome) {
+    if let Some(text) = delta["content"].as_str() {
+        out.content.push_str(text);
+    }
+    for call in delta["tool_calls"].as_array().into_iter().flatten() {
+        let index = call["index"].as_u64().unwrap_or(0) as usize;
+        if out.calls.len() <= index {
+            out.calls.resize(index + 1, Default::default());
+        }
+        let f = &call["function"];
+        if let Some(name) = f["name"].as_str() {
+            out.calls[index].0.push_str(name);
+        }
+        if let Some(arguments) = f["arguments"].as_str() {
+            out.calls[index].1.push_str(arguments);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // One cell: one model at one concurrency
 
 async fn worker(
     t: Arc<Target>,
-    bodies: Arc<Vec<(Bytes, bool)>>,
+    bodies: Arc<Vec<Body>>,
+    keep_text: bool,
     next: Arc<AtomicUsize>,
     stop_sending: Instant,
     timeout: Duration,
@@ -390,7 +485,7 @@ async fn worker(
     let mut outcomes = Vec::new();
     while Instant::now() < stop_sending {
         let prompt = next.fetch_add(1, Ordering::Relaxed) % bodies.len();
-        let (body, tools) = bodies[prompt].clone();
+        let (body, tools) = (bodies[prompt].bytes.clone(), bodies[prompt].tools);
         let now = Instant::now();
         let mut out = Outcome {
             sent: now,
@@ -402,8 +497,12 @@ async fn worker(
             tools,
             prompt,
             error: None,
+            content: String::new(),
+            calls: Vec::new(),
+            finish: None,
         };
-        match tokio::time::timeout(timeout, exchange(&t, &mut conn, body, &mut out)).await {
+        let exchanged = exchange(&t, &mut conn, body, keep_text, &mut out);
+        match tokio::time::timeout(timeout, exchanged).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => out.error = Some(e),
             Err(_) => out.error = Some("timeout"),
@@ -439,13 +538,40 @@ fn status_kb(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
-async fn run_cell(o: &Opts, t: &Arc<Target>, model: &str, batched: bool, c: usize) -> Cell {
-    let bodies = Arc::new(bodies(model, o.max_tokens));
+/// What a one-window cell sends (the batching cells).
+struct Workload {
+    name: &'static str,
+    /// The batched model.
+    batched: bool,
+    bodies: Vec<Body>,
+}
+
+/// One measurement window of a cell: `--warmup` s of load, `duration` s measured, then
+/// the drain.
+struct Window {
+    outcomes: Vec<Outcome>,
+    ws: Instant,
+    we: Instant,
+    wall_s: f64,
+    /// sluice's `/metrics` over the whole window (warm-up and drain included).
+    metrics: Option<metrics::Snapshot>,
+    /// sluice's CPU seconds inside the measured part.
+    cpu_s: Option<f64>,
+}
+
+async fn run_window(
+    o: &Opts,
+    t: &Arc<Target>,
+    bodies: &Arc<Vec<Body>>,
+    keep_text: bool,
+    c: usize,
+    duration: f64,
+) -> Window {
     let next = Arc::new(AtomicUsize::new(0));
     let before = metrics::scrape(t).await;
     let start = Instant::now();
     let ws = start + Duration::from_secs_f64(o.warmup);
-    let we = ws + Duration::from_secs_f64(o.duration);
+    let we = ws + Duration::from_secs_f64(duration);
     let cpu = o.sluice_pid.map(|pid| {
         tokio::spawn(async move {
             tokio::time::sleep_until(ws.into()).await;
@@ -459,66 +585,154 @@ async fn run_cell(o: &Opts, t: &Arc<Target>, model: &str, batched: bool, c: usiz
             tokio::spawn(worker(
                 t.clone(),
                 bodies.clone(),
+                keep_text,
                 next.clone(),
                 we,
                 o.timeout,
             ))
         })
         .collect();
-    let mut all = Vec::new();
+    let mut outcomes = Vec::new();
     for w in workers {
-        all.extend(w.await.unwrap_or_default());
+        outcomes.extend(w.await.unwrap_or_default());
     }
     let wall_s = start.elapsed().as_secs_f64();
-    let engine = match (before, metrics::scrape(t).await) {
-        (Some(a), Some(b)) => metrics::engine_stats(&a, &b),
+    let metrics = match (before, metrics::scrape(t).await) {
+        (Some(a), Some(b)) => Some(metrics::delta(&a, &b)),
         _ => None,
     };
-    let sluice_cores = match cpu {
-        Some(h) => h.await.ok().flatten().map(|s| s / o.duration),
+    let cpu_s = match cpu {
+        Some(h) => h.await.ok().flatten(),
         None => None,
     };
+    Window {
+        outcomes,
+        ws,
+        we,
+        wall_s,
+        metrics,
+        cpu_s,
+    }
+}
 
+/// One cell in one window.
+async fn run_cell(o: &Opts, t: &Arc<Target>, model: &str, w: Workload, c: usize) -> Cell {
+    let bodies = Arc::new(w.bodies);
+    let keep_text = w.name != "batching";
+    let window = run_window(o, t, &bodies, keep_text, c, o.duration).await;
+    summarize(model, w.name, w.batched, c, &bodies, vec![window])
+}
+
+/// Two structured cells of one workload at one concurrency, interleaved: `rounds`
+/// rounds of one window per model, `--duration / rounds` s each, the model that goes
+/// first alternating (A B B A ...), so that drift on a shared machine falls on both.
+async fn run_pair(
+    o: &Opts,
+    t: &Arc<Target>,
+    kind: &'static str,
+    (on, off): (&str, &str),
+    c: usize,
+    rounds: usize,
+) -> (Cell, Cell) {
+    let on_bodies = Arc::new(structured::bodies(kind, on, true));
+    let off_bodies = Arc::new(structured::bodies(kind, off, false));
+    let (mut on_windows, mut off_windows) = (Vec::new(), Vec::new());
+    let slice = o.duration / rounds as f64;
+    for round in 0..rounds {
+        for constrained in [round % 2 == 0, round % 2 != 0] {
+            let bodies = if constrained { &on_bodies } else { &off_bodies };
+            let window = run_window(o, t, bodies, true, c, slice).await;
+            if constrained {
+                on_windows.push(window);
+            } else {
+                off_windows.push(window);
+            }
+        }
+    }
+    (
+        summarize(on, kind, true, c, &on_bodies, on_windows),
+        summarize(off, kind, false, c, &off_bodies, off_windows),
+    )
+}
+
+/// A cell's figures from its windows (tokens/s over their summed length; TTFT and
+/// latency over the requests sent inside them; engine metrics summed over them).
+fn summarize(
+    model: &str,
+    workload: &'static str,
+    batched: bool,
+    c: usize,
+    bodies: &[Body],
+    windows: Vec<Window>,
+) -> Cell {
+    let keep_text = workload != "batching";
+    let measured: f64 = windows.iter().map(|w| (w.we - w.ws).as_secs_f64()).sum();
     let mut tokens = 0.0;
     let (mut ttft, mut ttft_plain, mut lat, mut itl) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut by_prompt = vec![Vec::new(); PROMPTS.len()];
+    let mut by_prompt = vec![Vec::new(); bodies.len()];
     let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
     let (mut short, mut completed, mut pmin, mut pmax) = (0, 0, u64::MAX, 0);
+    let (mut ok, mut answer_tokens, mut length, mut with_calls, mut valid) = (0, 0, 0, 0, 0);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for r in &all {
-        if let Some(e) = r.error {
-            *errors.entry(e).or_default() += 1;
-            continue;
-        }
-        let inside = r.deltas.iter().filter(|&&d| d >= ws && d < we).count();
-        tokens += r.completion_tokens as f64 * inside as f64 / r.deltas.len() as f64;
-        if r.completion_tokens < prompt_tokens(o.max_tokens, r.prompt) as u64 {
-            short += 1;
-        }
-        pmin = pmin.min(r.prompt_tokens);
-        pmax = pmax.max(r.prompt_tokens);
-        if r.end >= ws && r.end < we {
-            completed += 1;
-        }
-        if r.sent >= ws && r.sent < we {
-            let first = r.first.unwrap_or(r.end);
-            ttft.push(ms(first - r.sent));
-            if !r.tools {
-                ttft_plain.push(ms(first - r.sent));
+    for w in &windows {
+        let (ws, we) = (w.ws, w.we);
+        for r in &w.outcomes {
+            if let Some(e) = r.error {
+                *errors.entry(e).or_default() += 1;
+                continue;
             }
-            by_prompt[r.prompt].push(ms(first - r.sent));
-            lat.push(ms(r.end - r.sent));
-            if r.completion_tokens > 1 {
-                itl.push(ms(r.end - first) / (r.completion_tokens - 1) as f64);
+            let inside = r.deltas.iter().filter(|&&d| d >= ws && d < we).count();
+            tokens += r.completion_tokens as f64 * inside as f64 / r.deltas.len() as f64;
+            if bodies[r.prompt]
+                .exact_tokens
+                .is_some_and(|n| r.completion_tokens < n as u64)
+            {
+                short += 1;
+            }
+            ok += 1;
+            answer_tokens += r.completion_tokens;
+            length += usize::from(r.finish.as_deref() == Some("length"));
+            with_calls += usize::from(!r.calls.is_empty());
+            valid += usize::from(keep_text && structured::valid(workload, &r.content, &r.calls));
+            pmin = pmin.min(r.prompt_tokens);
+            pmax = pmax.max(r.prompt_tokens);
+            if r.end >= ws && r.end < we {
+                completed += 1;
+            }
+            if r.sent >= ws && r.sent < we {
+                let first = r.first.unwrap_or(r.end);
+                ttft.push(ms(first - r.sent));
+                if !r.tools {
+                    ttft_plain.push(ms(first - r.sent));
+                }
+                by_prompt[r.prompt].push(ms(first - r.sent));
+                lat.push(ms(r.end - r.sent));
+                if r.completion_tokens > 1 {
+                    itl.push(ms(r.end - first) / (r.completion_tokens - 1) as f64);
+                }
             }
         }
     }
+    let engine = windows
+        .iter()
+        .map(|w| w.metrics.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|deltas| {
+            metrics::engine_stats(&metrics::Snapshot::new(), &metrics::sum(&deltas))
+        });
+    let sluice_cores = windows
+        .iter()
+        .map(|w| w.cpu_s)
+        .sum::<Option<f64>>()
+        .map(|s| s / measured);
     Cell {
         model: model.to_owned(),
+        workload,
         batched,
         concurrency: c,
-        tokens_per_s: tokens / o.duration,
+        windows: windows.len(),
+        tokens_per_s: tokens / measured,
         ttft: pct(ttft),
         ttft_no_tools: pct(ttft_plain),
         ttft_p50_by_prompt_ms: by_prompt.into_iter().map(|v| pct(v).p50_ms).collect(),
@@ -529,12 +743,20 @@ async fn run_cell(o: &Opts, t: &Arc<Target>, model: &str, batched: bool, c: usiz
             itl.iter().sum::<f64>() / itl.len() as f64
         },
         completed_in_window: completed,
-        requests: all.len(),
+        requests: windows.iter().map(|w| w.outcomes.len()).sum(),
         errors,
         short,
         prompt_tokens_min: if pmin == u64::MAX { 0 } else { pmin },
         prompt_tokens_max: pmax,
-        wall_s,
+        mean_completion_tokens: if ok > 0 {
+            answer_tokens as f64 / ok as f64
+        } else {
+            f64::NAN
+        },
+        finished_length: length,
+        answers_with_calls: with_calls,
+        valid_answers: keep_text.then_some(valid),
+        wall_s: windows.iter().map(|w| w.wall_s).sum(),
         sluice_cores,
         engine,
     }
@@ -572,6 +794,32 @@ fn run(o: Opts) -> i32 {
     }
 }
 
+/// Logs a finished cell; an error when every request of it failed.
+fn cell_done(cell: Cell) -> Result<Cell, String> {
+    eprintln!(
+        "[bench-engine] c={:<3} {:<8} {:<16} {:>7.1} tok/s  TTFT p50 {:>7.1} ms p95 {:>7.1} ms  \
+         req {:>4} err {:>2}  sluice {:>4.2} cores  ({:.1} s in {} windows)",
+        cell.concurrency,
+        cell.workload,
+        cell.model,
+        cell.tokens_per_s,
+        cell.ttft.p50_ms,
+        cell.ttft.p95_ms,
+        cell.requests,
+        cell.errors.values().sum::<u64>(),
+        cell.sluice_cores.unwrap_or(f64::NAN),
+        cell.wall_s,
+        cell.windows
+    );
+    if cell.requests > 0 && cell.errors.values().sum::<u64>() == cell.requests as u64 {
+        return Err(format!(
+            "every request of {} at concurrency {} failed: {:?}",
+            cell.model, cell.concurrency, cell.errors
+        ));
+    }
+    Ok(cell)
+}
+
 async fn run_all(o: &Opts) -> Result<bool, String> {
     let began = Instant::now();
     let t = Arc::new(Target {
@@ -582,36 +830,33 @@ async fn run_all(o: &Opts) -> Result<bool, String> {
     let mut cells = Vec::new();
     for (i, &c) in o.concurrency.iter().enumerate() {
         // Alternate which model goes first, so slow drift on the machine is shared.
-        let order = if i % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for batched in order {
+        for batched in [i % 2 == 0, i % 2 != 0] {
             let model = if batched { &o.batched } else { &o.unbatched };
-            let cell = run_cell(o, &t, model, batched, c).await;
-            eprintln!(
-                "[bench-engine] c={c:<3} {:<16} {:>7.1} tok/s  TTFT p50 {:>7.1} ms p95 {:>7.1} ms  \
-                 req {:>4} err {:>2}  sluice {:>4.2} cores  ({:.1} s)",
-                cell.model,
-                cell.tokens_per_s,
-                cell.ttft.p50_ms,
-                cell.ttft.p95_ms,
-                cell.requests,
-                cell.errors.values().sum::<u64>(),
-                cell.sluice_cores.unwrap_or(f64::NAN),
-                cell.wall_s
-            );
-            if cell.requests > 0 && cell.errors.values().sum::<u64>() == cell.requests as u64 {
-                return Err(format!(
-                    "every request of {model} at concurrency {c} failed: {:?}",
-                    cell.errors
-                ));
-            }
-            cells.push(cell);
+            let w = Workload {
+                name: "batching",
+                batched,
+                bodies: bodies(model, o.max_tokens),
+            };
+            cells.push(cell_done(run_cell(o, &t, model, w, c).await)?);
         }
     }
-    let targets = report::goals(&cells, o.target_speedup, o.target_ttft_ratio);
+    if let (Some(on), Some(off)) = (&o.structured, &o.free) {
+        for &c in &o.structured_concurrency {
+            for kind in structured::KINDS {
+                let (a, b) = run_pair(o, &t, kind, (on, off), c, o.structured_rounds).await;
+                cells.push(cell_done(a)?);
+                cells.push(cell_done(b)?);
+            }
+        }
+    }
+    let mut targets = report::goals(&cells, o.target_speedup, o.target_ttft_ratio);
+    if o.structured.is_some() {
+        targets.extend(report::structured_goals(
+            &cells,
+            o.target_structured_ratio,
+            o.target_mask_p99_ms,
+        ));
+    }
     let errors: u64 = cells.iter().map(|c| c.errors.values().sum::<u64>()).sum();
     let pass = targets.iter().all(|t| t.pass) && errors == 0;
     let report = Report {
@@ -623,6 +868,13 @@ async fn run_all(o: &Opts) -> Result<bool, String> {
         warmup_s: o.warmup,
         duration_s: o.duration,
         concurrency: o.concurrency.clone(),
+        structured_model: o.structured.clone(),
+        free_model: o.free.clone(),
+        structured_concurrency: o
+            .structured
+            .as_ref()
+            .map(|_| o.structured_concurrency.clone()),
+        structured_rounds: o.structured_rounds,
         cells,
         targets,
         errors,
