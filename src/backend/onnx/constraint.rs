@@ -6,10 +6,21 @@
 //! [`Plan`] from [`super::grammar`] into a [`Constraint`] (a schema llguidance cannot
 //! enforce is a 400 naming the field). Compiled grammars are kept in a small cache keyed
 //! by the grammar's hash: an agent sends the same tools with every request, and a copy of
-//! a compiled parser costs far less than compiling it again. On the engine side the constraint's mask is
-//! computed by [`Constraint::prepare`] on rayon's pool while the model runs the step
-//! that produces the logits, applied by [`Constraint::apply`] just before sampling, and
-//! advanced by [`Constraint::commit`] with the sampled token.
+//! a compiled parser costs far less than compiling it again.
+//!
+//! Two ways to apply it on the engine side:
+//! - check first (greedy and plain temperature sampling, where it is exact): the token
+//!   sampled from the full logits is checked against the grammar and committed if allowed
+//!   (microseconds); only a refused token costs a full mask, computed for all refused rows
+//!   of a step in parallel on rayon's pool, and a draw from the masked logits. Drawing
+//!   from the full distribution and keeping an allowed token, else drawing from the
+//!   masked one, gives exactly the masked distribution.
+//! - mask first (top-k / top-p, whose cut-off depends on the mask): each mask is
+//!   computed by [`Constraint::prepare`] on rayon's pool while the model runs the step
+//!   that produces the logits, applied by [`Constraint::apply`] just before sampling.
+//!
+//! Either way [`Constraint::commit`] (or [`Constraint::try_commit`]) advances the grammar
+//! with the sampled token.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -101,6 +112,8 @@ impl Structured {
                         mask: None,
                     },
                     kind,
+                    check_first: false,
+                    want_mask: true,
                 }))
             }
             // Find the schema at fault, so the error can name its field.
@@ -170,6 +183,12 @@ pub struct Constraint {
     inner: Inner,
     /// `tools`, `json` or `ban`, for metrics.
     pub kind: &'static str,
+    /// Check-first mode: the sampled token is checked, and the mask computed only when it
+    /// is refused (see [`Constraint::check_first`]).
+    check_first: bool,
+    /// The next token needs a full mask (always, unless in check-first mode and the
+    /// sampled token has not been refused yet).
+    want_mask: bool,
 }
 
 enum Inner {
@@ -186,7 +205,45 @@ impl Constraint {
         Constraint {
             inner: Inner::Ban(tokens),
             kind: "ban",
+            check_first: false,
+            want_mask: false,
         }
+    }
+
+    /// Check-first mode (a grammar, and sampling where it is exact): the token sampled
+    /// from the full logits is checked against the grammar ([`Constraint::try_commit`],
+    /// a few microseconds) and only a refused one costs a full mask and a second draw.
+    /// Most tokens of a constrained answer are ones the model would pick anyway.
+    pub fn check_first(&mut self) {
+        if let Inner::Grammar { .. } = self.inner {
+            self.check_first = true;
+            self.want_mask = false;
+        }
+    }
+
+    pub fn is_check_first(&self) -> bool {
+        self.check_first && !self.want_mask
+    }
+
+    /// Check-first mode: commit `token` if the grammar allows it (`None` if it does not:
+    /// then the next [`Constraint::prepare`] computes the full mask).
+    pub fn try_commit(&mut self, token: u32) -> Result<Option<Commit>, String> {
+        let Inner::Grammar { matcher, .. } = &mut self.inner else {
+            return Ok(Some(Commit::Continue));
+        };
+        if matcher
+            .try_consume_tokens(&[token])
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            self.want_mask = true;
+            return Ok(None);
+        }
+        Ok(Some(if matcher.is_stopped() {
+            Commit::Complete
+        } else {
+            Commit::Continue
+        }))
     }
 
     /// Compute the next token's mask (if not yet done); the time goes to `seconds`.
@@ -243,6 +300,7 @@ impl Constraint {
             Inner::Ban(_) => Ok(Commit::Continue),
             Inner::Grammar { matcher, mask } => {
                 *mask = None;
+                self.want_mask = !self.check_first;
                 matcher.consume_token(token).map_err(|e| e.to_string())?;
                 Ok(if matcher.is_stopped() {
                     Commit::Complete
@@ -255,7 +313,7 @@ impl Constraint {
 
     /// A grammar (not a single banned token): its mask is worth computing in parallel.
     pub fn needs_mask(&self) -> bool {
-        matches!(&self.inner, Inner::Grammar { mask: None, .. })
+        self.want_mask && matches!(&self.inner, Inner::Grammar { mask: None, .. })
     }
 }
 

@@ -340,7 +340,7 @@ impl Engine {
             .prefill_seconds
             .observe(started.elapsed().as_secs_f64());
         let vocab = vocab(&self.shared, &self.settings, &self.metrics);
-        seq.step(&mut out.logits[..out.vocab], &vocab);
+        seq.step_checked(&mut out.logits[..out.vocab], &vocab);
         self.metrics.generated_tokens.inc();
         self.seqs.push(seq);
     }
@@ -398,13 +398,34 @@ impl Engine {
         self.metrics.generated_tokens.inc_by(batch as u64);
         let vocab_size = out.vocab;
         let vocab = vocab(&self.shared, &self.settings, &self.metrics);
+        let mut refused = Vec::new();
         for (row, seq) in self.seqs.iter_mut().enumerate() {
             seq.len += 1;
             if seq.is_done() {
                 continue;
             }
             let logits = &mut out.logits[row * vocab_size..(row + 1) * vocab_size];
-            seq.step(logits, &vocab);
+            if !seq.try_step(logits, &vocab) {
+                refused.push(row);
+            }
+        }
+        // Tokens a check-first grammar refused: their masks, in parallel when several,
+        // then a draw from the masked logits.
+        if refused.len() > 1 {
+            let mask_seconds = &self.metrics.mask_seconds;
+            rayon::in_place_scope(|scope| {
+                for (row, seq) in self.seqs.iter_mut().enumerate() {
+                    if refused.binary_search(&row).is_ok() {
+                        if let Some(constraint) = seq.pending_mask() {
+                            scope.spawn(move |_| constraint.prepare(mask_seconds));
+                        }
+                    }
+                }
+            });
+        }
+        for row in refused {
+            let logits = &mut out.logits[row * vocab_size..(row + 1) * vocab_size];
+            self.seqs[row].step(logits, &vocab);
         }
     }
 }

@@ -75,18 +75,34 @@ impl Sampler {
     /// (penalties, temperature). Records the chosen token for the penalties. Never panics,
     /// also with NaN/inf logits (treat NaN as -inf; if all are -inf/NaN return 0).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        let id = self.pick(logits);
+        self.record(id);
+        id
+    }
+
+    /// [`Sampler::sample`] without recording the token for the penalties: a draw that
+    /// may be taken back (structured generation checks it against its grammar, then
+    /// [`Sampler::record`]s it or draws again from masked logits).
+    pub fn pick(&mut self, logits: &mut [f32]) -> u32 {
         if logits.is_empty() {
             return 0;
         }
         self.apply_penalties(logits);
         let temperature = self.params.temperature;
-        let id = if temperature.is_nan() || temperature < GREEDY_BELOW {
+        if temperature.is_nan() || temperature < GREEDY_BELOW {
             argmax(logits)
         } else {
             self.draw(logits, temperature)
-        };
-        self.record(id);
-        id
+        }
+    }
+
+    /// Whether a draw from masked logits has the same distribution as a draw from the
+    /// full logits kept only if the constraint allows it (else redrawn from the masked
+    /// ones): true for greedy and plain temperature sampling, false with top-k/top-p,
+    /// whose cut-off depends on which tokens are masked.
+    pub fn check_first_is_exact(&self) -> bool {
+        let p = &self.params;
+        p.temperature.is_nan() || p.temperature < GREEDY_BELOW || (p.top_k == 0 && p.top_p >= 1.0)
     }
 
     fn apply_penalties(&self, logits: &mut [f32]) {
@@ -158,7 +174,7 @@ impl Sampler {
             .map_or(0, |&(id, _)| id)
     }
 
-    fn record(&mut self, id: u32) {
+    pub fn record(&mut self, id: u32) {
         let i = id as usize;
         if i >= self.counts.len() {
             self.counts.resize(i + 1, 0);

@@ -61,6 +61,8 @@ pub struct Vocab<'a> {
 pub struct Sequence {
     pub job: Job,
     sampler: Sampler,
+    /// The logits as the model gave them, while a check-first draw is being checked.
+    scratch: Vec<f32>,
     detok: Detokenizer,
     stop: StopMatcher,
     tools: ToolCallParser,
@@ -83,8 +85,15 @@ impl Sequence {
         if job.constraint.as_ref().is_some_and(|c| c.kind == "tools") {
             tools = tools.streaming();
         }
+        let sampler = Sampler::new(job.sampling.clone());
+        if let Some(constraint) = &mut job.constraint {
+            if sampler.check_first_is_exact() {
+                constraint.check_first();
+            }
+        }
         Sequence {
-            sampler: Sampler::new(job.sampling.clone()),
+            sampler,
+            scratch: Vec::new(),
             detok,
             stop,
             tools,
@@ -108,6 +117,45 @@ impl Sequence {
             .constraint
             .as_mut()
             .filter(|c| c.needs_mask() && !self.finished)
+    }
+
+    /// Check-first structured generation: sample from the full logits and keep the token
+    /// if the grammar allows it. `false` when it does not: `logits` are as they came and
+    /// the constraint now wants its mask (computed by the engine, then [`Sequence::step`]).
+    /// Without a check-first constraint this is [`Sequence::step`].
+    pub fn try_step(&mut self, logits: &mut [f32], vocab: &Vocab<'_>) -> bool {
+        let Some(constraint) = self.job.constraint.as_mut().filter(|c| c.is_check_first()) else {
+            self.step(logits, vocab);
+            return true;
+        };
+        self.scratch.clear();
+        self.scratch.extend_from_slice(logits);
+        let token = self.sampler.pick(logits);
+        match constraint.try_commit(token) {
+            Ok(Some(commit)) => {
+                self.sampler.record(token);
+                self.accept(token, commit == Commit::Complete, vocab);
+                true
+            }
+            Ok(None) => {
+                logits.copy_from_slice(&self.scratch);
+                false
+            }
+            Err(e) => {
+                self.fail(BackendError::Failed {
+                    backend: vocab.backend.to_owned(),
+                    message: format!("structured generation failed: {e}"),
+                });
+                true
+            }
+        }
+    }
+
+    /// [`Sequence::try_step`], and on a refused token the masked draw right here.
+    pub fn step_checked(&mut self, logits: &mut [f32], vocab: &Vocab<'_>) {
+        if !self.try_step(logits, vocab) {
+            self.step(logits, vocab);
+        }
     }
 
     /// Mask this row's logits, sample from them and handle the token.
@@ -134,6 +182,12 @@ impl Sequence {
                 }
             }
         };
+        self.accept(token, complete, vocab);
+    }
+
+    /// Handle a sampled (and, if constrained, committed) token; `complete` when the
+    /// grammar allows nothing after it.
+    fn accept(&mut self, token: u32, complete: bool, vocab: &Vocab<'_>) {
         self.generated += 1;
         if vocab.stop_ids.contains(&token) && (!self.job.ignore_eos || complete) {
             return self.finish(FinishReason::Stop, true, vocab.tokenizer);
