@@ -283,6 +283,18 @@ pub struct Body {
     pub exact_tokens: Option<u32>,
 }
 
+/// A greedy streaming request with a final usage chunk: what every cell sends.
+pub fn greedy_stream(model: &str, text: &str, max_tokens: u32) -> serde_json::Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    })
+}
+
 /// One body per prompt of the batching cells.
 fn bodies(model: &str, max_tokens: u32) -> Vec<Body> {
     PROMPTS
@@ -290,14 +302,7 @@ fn bodies(model: &str, max_tokens: u32) -> Vec<Body> {
         .enumerate()
         .map(|(i, (text, tools))| {
             let max_tokens = prompt_tokens(max_tokens, i);
-            let mut body = json!({
-                "model": model,
-                "messages": [{"role": "user", "content": text}],
-                "stream": true,
-                "stream_options": {"include_usage": true},
-                "temperature": 0,
-                "max_tokens": max_tokens,
-            });
+            let mut body = greedy_stream(model, text, max_tokens);
             if !tools.is_empty() {
                 body["tools"] = tools.iter().map(|t| tool(t)).collect();
             }

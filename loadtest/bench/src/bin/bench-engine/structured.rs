@@ -129,14 +129,7 @@ pub fn bodies(kind: &str, model: &str, constrained: bool) -> Vec<Body> {
     prompts
         .iter()
         .map(|text| {
-            let mut body = json!({
-                "model": model,
-                "messages": [{"role": "user", "content": text}],
-                "stream": true,
-                "stream_options": {"include_usage": true},
-                "temperature": 0,
-                "max_tokens": max_tokens,
-            });
+            let mut body = crate::greedy_stream(model, text, max_tokens);
             if kind == "tools" {
                 body["tools"] = demo_tools();
                 body["tool_choice"] = json!("auto");
