@@ -442,6 +442,27 @@ mod tests {
     }
 
     #[test]
+    fn textual_tags_are_kept_out_of_free_text_and_spelled_in_calls() {
+        let path = format!("{DIR}/tokenizer.json");
+        let tok = Tokenizer::from_file(&path).unwrap();
+        let tags = ("[CALL]".to_owned(), "[/CALL]".to_owned());
+        let structured =
+            Structured::new(&std::fs::read(&path).unwrap(), &tok, &[2, 0], &tags).unwrap();
+        assert_eq!(
+            structured.syntax().map(|s| &s.open),
+            Some(&Tag::Text("[CALL]".into()))
+        );
+        let mut none = compile(&structured, &[], ToolChoice::Auto);
+        assert_eq!(first_forbidden(&mut none, &tok, "Hello [CAL"), None);
+        let mut none = compile(&structured, &[], ToolChoice::Auto);
+        assert!(first_forbidden(&mut none, &tok, "Hello [CALL] x").is_some());
+        let call = r#"[CALL]{"name": "calculator", "arguments": {"expression": "1"}}[/CALL]"#;
+        let mut auto = compile(&structured, &[calculator()], ToolChoice::Auto);
+        assert_eq!(first_forbidden(&mut auto, &tok, call), None);
+        assert!(allows(&mut auto, 2));
+    }
+
+    #[test]
     fn a_closed_json_schema_completes_the_generation() {
         let (structured, tok) = model();
         let request = Request {
