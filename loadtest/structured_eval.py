@@ -60,14 +60,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "training"))
 
 MAX_TOKENS = 96
-METRICS = {
-    "call_valid_right_tool": "Valid tool call with the right tool",
-    "calculator_correct": "Calculator arguments evaluate to the right number",
-    "sql_correct": "SQL runs and returns the right result",
-    "time_call": "current_time called when asked the time",
-    "answer_contains_result": "Final answer contains the tool result",
-    "direct_without_tool": "Small talk answered without a tool call",
-}
+# The accuracy metrics and their labels: training/evaluate.py's ACCURACY_LABELS, filled in
+# by import_training().
+METRICS: dict[str, str] = {}
 
 
 def import_training():
@@ -86,6 +81,7 @@ def import_training():
     finally:
         for name in placeholders:
             del sys.modules[name]
+    METRICS.update(evaluate.ACCURACY_LABELS)
     return evaluate, data
 
 

@@ -105,12 +105,9 @@ impl OnnxBackend {
             None => folder.context_length,
         };
         let structured = if cfg.structured.unwrap_or(true) {
-            let path = dir.join("tokenizer.json");
-            let json = std::fs::read(&path)
-                .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
             Some(
                 Structured::new(
-                    &json,
+                    &folder.tokenizer_json,
                     &folder.tokenizer,
                     &folder.stop_ids,
                     &folder.tool_tags,

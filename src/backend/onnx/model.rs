@@ -24,6 +24,8 @@ pub struct ModelFolder {
     /// Tokens that end a generation (never shown to clients).
     pub stop_ids: Vec<u32>,
     pub tokenizer: Arc<Tokenizer>,
+    /// `tokenizer.json` as read, for structured generation's own view of the vocabulary.
+    pub tokenizer_json: Vec<u8>,
     pub template: Arc<ChatTemplate>,
     /// The tags around a tool call in the model's output.
     pub tool_tags: (String, String),
@@ -93,7 +95,9 @@ impl ModelFolder {
         })?;
 
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path)
+        let tokenizer_json = std::fs::read(&tok_path)
+            .map_err(|e| format!("cannot read {}: {e}", tok_path.display()))?;
+        let tokenizer = Tokenizer::from_bytes(&tokenizer_json)
             .map_err(|e| format!("cannot load {}: {e}", tok_path.display()))?;
 
         let (tiers, default_tier) = match &manifest {
@@ -161,6 +165,7 @@ impl ModelFolder {
             context_length,
             stop_ids,
             tokenizer: Arc::new(tokenizer),
+            tokenizer_json,
             template: Arc::new(template),
             tool_tags,
         })

@@ -142,10 +142,7 @@ impl Sequence {
                 false
             }
             Err(e) => {
-                self.fail(BackendError::Failed {
-                    backend: vocab.backend.to_owned(),
-                    message: format!("structured generation failed: {e}"),
-                });
+                self.fail(constraint_failed(vocab, &e));
                 true
             }
         }
@@ -173,12 +170,7 @@ impl Sequence {
                         complete = commit == Commit::Complete;
                         token
                     }
-                    Err(e) => {
-                        return self.fail(BackendError::Failed {
-                            backend: vocab.backend.to_owned(),
-                            message: format!("structured generation failed: {e}"),
-                        })
-                    }
+                    Err(e) => return self.fail(constraint_failed(vocab, &e)),
                 }
             }
         };
@@ -302,6 +294,14 @@ impl Sequence {
             usage: Some(usage),
         }));
         self.finished = true;
+    }
+}
+
+/// A constraint in a state it cannot leave (a defect): the generation fails.
+fn constraint_failed(vocab: &Vocab<'_>, error: &str) -> BackendError {
+    BackendError::Failed {
+        backend: vocab.backend.to_owned(),
+        message: format!("structured generation failed: {error}"),
     }
 }
 
