@@ -4,13 +4,16 @@
 //! new, Optimum) or `new_key_values.{i}.key|value` (new only, sluice-tiny: the graph
 //! never copies the cache) out. Either way the new tokens' entries are the last
 //! positions of each output. Layer count, KV heads and head size are read from the
-//! session's inputs, so any decoder-only model with this interface runs.
+//! session's inputs, so any decoder-only model with this interface runs. A graph with
+//! a `last_token_index` input (`int64 [batch]`, what `tools/convert/gguf2onnx.py`
+//! writes) is told which position's logits each row needs and returns only those
+//! (`[batch, 1, vocab]`), so a long prefill does not compute a vocabulary's worth of
+//! logits for every prompt token.
 
 use std::borrow::Cow;
 use std::path::Path;
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
@@ -23,6 +26,8 @@ pub struct Decoder {
     has_position_ids: bool,
     /// Optimum "merged" decoders take a boolean `use_cache_branch`.
     use_cache_branch: bool,
+    /// The graph takes `last_token_index` and returns logits for those positions only.
+    has_last_index: bool,
     pub kv_heads: usize,
     pub head_dim: usize,
 }
@@ -72,16 +77,7 @@ fn kv_names<'a>(names: impl Iterator<Item = &'a str>, prefix: &str) -> Vec<Strin
 impl Decoder {
     pub fn open(env: &Environment, path: &Path, threads: usize) -> Result<Self, String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot load {}: {e}", path.display());
-        let session = Session::builder(env)
-            .map_err(|e| fail(&e))?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| fail(&e))?
-            .with_intra_threads(threads)
-            .map_err(|e| fail(&e))?
-            .with_inter_threads(1)
-            .map_err(|e| fail(&e))?
-            .commit_from_file(path)
-            .map_err(|e| fail(&e))?;
+        let session = super::runtime::session(env, path, threads, true)?;
 
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
@@ -123,6 +119,7 @@ impl Decoder {
         Ok(Decoder {
             has_position_ids: inputs.contains(&"position_ids"),
             use_cache_branch: inputs.contains(&"use_cache_branch"),
+            has_last_index: inputs.contains(&"last_token_index"),
             past,
             present,
             kv_heads,
@@ -162,7 +159,7 @@ impl Decoder {
         } = step;
         let total = attention_mask.len() / batch.max(1);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(4 + past.len());
+            Vec::with_capacity(5 + past.len());
         inputs.push((
             "input_ids".into(),
             Tensor::from_array(([batch, seq], input_ids))?.into(),
@@ -181,6 +178,15 @@ impl Decoder {
             inputs.push((
                 "use_cache_branch".into(),
                 Tensor::from_array(([1usize], vec![total > seq]))?.into(),
+            ));
+        }
+        if self.has_last_index {
+            let index: Vec<i64> = (0..batch)
+                .map(|row| last.get(row).map_or(seq as i64 - 1, |&at| at as i64))
+                .collect();
+            inputs.push((
+                "last_token_index".into(),
+                Tensor::from_array(([batch], index))?.into(),
             ));
         }
         for (name, value) in self.past.iter().zip(past) {
