@@ -139,6 +139,16 @@ pub enum BackendError {
         /// `max_tokens` as requested, when that is what overflows.
         completion_tokens: Option<usize>,
     },
+    /// One embedding input is longer than the model takes.
+    #[error(
+        "This model's maximum context length is {max} tokens, however input[{index}] has \
+         {tokens} tokens (special tokens included). Please reduce the length of the input."
+    )]
+    InputTooLong {
+        index: usize,
+        tokens: usize,
+        max: usize,
+    },
     /// The gateway is shutting down and cut the generation at its drain deadline.
     #[error("the gateway is shutting down; retry on another replica")]
     ShuttingDown,
@@ -183,6 +193,8 @@ impl From<BackendError> for ApiError {
                 ApiError::invalid_request(message, Some("messages"))
                     .with_code("context_length_exceeded")
             }
+            BackendError::InputTooLong { .. } => ApiError::invalid_request(message, Some("input"))
+                .with_code("context_length_exceeded"),
             BackendError::ShuttingDown => ApiError::new(503, "api_error", message)
                 .with_code("shutting_down")
                 .with_retry_after(Duration::from_secs(1)),

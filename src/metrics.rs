@@ -51,6 +51,18 @@ pub struct Metrics {
     /// `sluice_engine_constraint_ended_total{backend, tier}`: generations the constraint
     /// ended (it allowed nothing more, e.g. a JSON schema's closing brace).
     pub engine_constraint_ended: IntCounterVec,
+    /// Embedded engine with `task = "embed"`, all labelled `{backend}`:
+    /// `sluice_engine_embed_queue_depth`: requests waiting for the batcher.
+    pub engine_embed_queue_depth: IntGaugeVec,
+    /// `sluice_engine_embed_batch_size`: inputs encoded together in one run.
+    pub engine_embed_batch_size: HistogramVec,
+    /// `sluice_engine_embed_inputs_total`: inputs embedded; its rate is embeddings/s.
+    pub engine_embed_inputs: IntCounterVec,
+    /// `sluice_engine_embed_run_seconds`: one encoder run (a padded batch).
+    pub engine_embed_run_seconds: HistogramVec,
+    /// `sluice_engine_embed_tokens_total{backend, kind=input|padding}`: tokens encoded,
+    /// the inputs' own and the padding that evened out a run's rows.
+    pub engine_embed_tokens: IntCounterVec,
     /// `sluice_cache_lookups_total{result=hit|miss|bypass}`: chat requests by cache outcome.
     pub cache_lookups: IntCounterVec,
     /// `sluice_cache_entries`, `sluice_cache_bytes`: what the local cache holds.
@@ -174,6 +186,43 @@ impl Metrics {
             ),
             &engine,
         )?;
+        let engine_embed_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "sluice_engine_embed_queue_depth",
+                "Embedding requests waiting for the embedded engine's batcher",
+            ),
+            &["backend"],
+        )?;
+        let engine_embed_batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_embed_batch_size",
+                "Inputs encoded together in one embedding run",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            &["backend"],
+        )?;
+        let engine_embed_inputs = IntCounterVec::new(
+            Opts::new(
+                "sluice_engine_embed_inputs_total",
+                "Inputs the embedded engine turned into vectors",
+            ),
+            &["backend"],
+        )?;
+        let engine_embed_run_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_embed_run_seconds",
+                "Duration of one embedding run: encoding a padded batch and pooling it",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["backend"],
+        )?;
+        let engine_embed_tokens = IntCounterVec::new(
+            Opts::new(
+                "sluice_engine_embed_tokens_total",
+                "Tokens encoded for embeddings: the inputs' own (input) and padding",
+            ),
+            &["backend", "kind"],
+        )?;
         let cache_lookups = IntCounterVec::new(
             Opts::new(
                 "sluice_cache_lookups_total",
@@ -214,6 +263,11 @@ impl Metrics {
         registry.register(Box::new(engine_mask_seconds.clone()))?;
         registry.register(Box::new(engine_constrained.clone()))?;
         registry.register(Box::new(engine_constraint_ended.clone()))?;
+        registry.register(Box::new(engine_embed_queue_depth.clone()))?;
+        registry.register(Box::new(engine_embed_batch_size.clone()))?;
+        registry.register(Box::new(engine_embed_inputs.clone()))?;
+        registry.register(Box::new(engine_embed_run_seconds.clone()))?;
+        registry.register(Box::new(engine_embed_tokens.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -239,6 +293,11 @@ impl Metrics {
             engine_mask_seconds,
             engine_constrained,
             engine_constraint_ended,
+            engine_embed_queue_depth,
+            engine_embed_batch_size,
+            engine_embed_inputs,
+            engine_embed_run_seconds,
+            engine_embed_tokens,
             cache_lookups,
             cache_entries,
             cache_bytes,
@@ -258,6 +317,7 @@ impl Metrics {
             BackendError::Protocol(_) => "protocol",
             BackendError::InvalidRequest { .. }
             | BackendError::ContextLength { .. }
+            | BackendError::InputTooLong { .. }
             | BackendError::ShuttingDown => return,
             BackendError::Overloaded { .. } => "overloaded",
         };

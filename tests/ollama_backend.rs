@@ -443,6 +443,26 @@ async fn ollama_404_is_a_502_with_ollamas_message() {
 }
 
 #[tokio::test]
+async fn token_id_inputs_are_refused_before_reaching_ollama() {
+    let up = fake_ollama::start().await;
+    let toml = format!(
+        "[backends.up]\nkind = \"ollama\"\nurl = \"{}\"\n\n[[models]]\nname = \"embed\"\nbackend = \"up\"\n",
+        up.url
+    );
+    let gw = Gateway::start(&toml).await;
+    for input in [json!([9906, 1917]), json!([[9906], [1917]])] {
+        let body = json!({"model": "embed", "input": input});
+        let (status, error) = error_of(gw.post("/v1/embeddings", &body).await).await;
+        assert_eq!((status, error["param"].as_str()), (400, Some("input")));
+        assert!(
+            error["message"].as_str().unwrap().contains("text only"),
+            "{error}"
+        );
+    }
+    assert!(up.state.requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn embeddings_go_through_api_embed() {
     let up = fake_ollama::start().await;
     let toml = format!(

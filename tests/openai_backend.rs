@@ -239,6 +239,24 @@ async fn embeddings_are_forwarded() {
 }
 
 #[tokio::test]
+async fn token_id_inputs_are_forwarded_as_sent() {
+    let (gw, up) = setup("").await;
+    for input in [json!([9906, 1917]), json!([[9906, 1917], [15339]])] {
+        let resp = gw
+            .post("/v1/embeddings", &json!({"model": "gpt", "input": input}))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let sent = up.state.last_request();
+        let want = if input[0].is_array() {
+            input.clone()
+        } else {
+            json!([input])
+        };
+        assert_eq!(sent["input"], want);
+    }
+}
+
+#[tokio::test]
 async fn base64_embeddings_decode_to_the_same_floats() {
     let (gw, _up) = setup("").await;
     let resp: serde_json::Value = gw

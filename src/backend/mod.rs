@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendConfig, BackendKind, Config, ModelConfig};
+use crate::config::{BackendConfig, BackendKind, Config, ModelConfig, OnnxTask};
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::BackendError;
 use crate::metrics::Metrics;
@@ -109,6 +109,9 @@ fn build(
     Ok(match cfg.kind {
         BackendKind::Openai => Arc::new(openai::OpenAiBackend::new(name, cfg)?),
         BackendKind::Ollama => Arc::new(ollama::OllamaBackend::new(name, cfg)?),
-        BackendKind::Onnx => Arc::new(onnx::OnnxBackend::new(name, cfg, metrics)?),
+        BackendKind::Onnx => match cfg.task() {
+            OnnxTask::Generate => Arc::new(onnx::OnnxBackend::new(name, cfg, metrics)?),
+            OnnxTask::Embed => Arc::new(onnx::EmbedBackend::new(name, cfg, metrics)?),
+        },
     })
 }

@@ -144,6 +144,17 @@ pub enum BackendKind {
     Onnx,
 }
 
+/// What an `onnx` backend's model does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnnxTask {
+    /// A decoder that generates text: chat completions (continuous batching).
+    #[default]
+    Generate,
+    /// An encoder that turns text into vectors: `/v1/embeddings` (micro-batching).
+    Embed,
+}
+
 /// An upstream engine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,23 +181,34 @@ pub struct BackendConfig {
     pub max_idle_connections: usize,
 
     // --- kind = "onnx" only ---
+    /// `generate` (default: a chat model) or `embed` (an embedding model such as
+    /// all-MiniLM-L6-v2, served on `/v1/embeddings`).
+    #[serde(default)]
+    pub task: Option<OnnxTask>,
     /// The model folder: `sluice-model.json` (or `config.json`), `tokenizer.json`,
-    /// `tokenizer_config.json` and the `.onnx` files. Relative paths start at the
-    /// working directory.
+    /// `tokenizer_config.json` and the `.onnx` files (for `task = "embed"`: `model.onnx`,
+    /// `tokenizer.json` and the sentence-transformers pooling files). Relative paths
+    /// start at the working directory.
     #[serde(default)]
     pub model_dir: Option<PathBuf>,
     /// Tiers to load (e.g. `["int4", "fp32"]`); each gets its own engine thread.
     /// Empty means the model's default tier.
     #[serde(default)]
     pub tiers: Vec<String>,
-    /// Sequences decoded together in one step (default 32; 1 turns batching off).
+    /// Sequences decoded together in one step (default 32; 1 turns batching off). With
+    /// `task = "embed"`: inputs encoded together in one run (default 32).
     #[serde(default)]
     pub max_batch_size: Option<usize>,
+    /// `task = "embed"` only: how long a batch that is not full may wait for more inputs
+    /// (default 2ms).
+    #[serde(default, with = "humantime_serde")]
+    pub max_wait: Option<Duration>,
     /// Longest sequence, prompt plus completion, in tokens (default and upper bound:
     /// the model's context length).
     #[serde(default)]
     pub max_context: Option<usize>,
-    /// Requests waiting for a batch slot per tier before new ones get 503 (default 256).
+    /// Requests waiting for a batch slot per tier (with `task = "embed"`: for the
+    /// batcher) before new ones get 503 (default 256).
     #[serde(default)]
     pub queue_size: Option<usize>,
     /// ONNX Runtime intra-op threads per engine (default: one per CPU core).
@@ -201,6 +223,13 @@ pub struct BackendConfig {
     /// samples freely and parses afterwards (and refuses `response_format` JSON).
     #[serde(default)]
     pub structured: Option<bool>,
+}
+
+impl BackendConfig {
+    /// What an `onnx` backend serves (`generate` when unset).
+    pub fn task(&self) -> OnnxTask {
+        self.task.unwrap_or_default()
+    }
 }
 
 fn default_connect_timeout() -> Duration {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{BackendConfig, BackendKind, Config, ConfigIssue};
+use super::{BackendConfig, BackendKind, Config, ConfigIssue, OnnxTask};
 
 pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
@@ -63,6 +63,8 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             Some(Err(e)) => issue(format!("{path}.url"), format!("not a URL: {e}")),
         }
         for (field, set) in [
+            ("task", backend.task.is_some()),
+            ("max_wait", backend.max_wait.is_some()),
             ("model_dir", backend.model_dir.is_some()),
             ("tiers", !backend.tiers.is_empty()),
             ("max_batch_size", backend.max_batch_size.is_some()),
@@ -140,6 +142,20 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             Some(b) if b.kind != BackendKind::Onnx && model.tier.is_some() => issue(
                 format!("{path}.tier"),
                 "tier is an onnx setting; this model's backend is not kind = \"onnx\"".into(),
+            ),
+            Some(b) if b.task() == OnnxTask::Embed && model.tier.is_some() => issue(
+                format!("{path}.tier"),
+                format!(
+                    "backend `{}` serves embeddings (task = \"embed\"), which have no tiers; remove it",
+                    model.backend
+                ),
+            ),
+            Some(b) if b.task() == OnnxTask::Embed && model.structured.is_some() => issue(
+                format!("{path}.structured"),
+                format!(
+                    "backend `{}` serves embeddings (task = \"embed\"); structured generation is for chat models; remove it",
+                    model.backend
+                ),
             ),
             Some(b) => {
                 if let Some(tier) = &model.tier {
@@ -234,6 +250,42 @@ fn validate_onnx(path: &str, backend: &BackendConfig, issue: &mut impl FnMut(Str
     ] {
         if value == Some(0) {
             issue(format!("{path}.{field}"), "must be at least 1".into());
+        }
+    }
+    match backend.task() {
+        OnnxTask::Embed => {
+            for (field, set, why) in [
+                (
+                    "tiers",
+                    !backend.tiers.is_empty(),
+                    "an embedding model is one model.onnx, with no tiers",
+                ),
+                (
+                    "structured",
+                    backend.structured.is_some(),
+                    "structured generation is for chat models",
+                ),
+                (
+                    "max_context",
+                    backend.max_context.is_some(),
+                    "an input's limit is the model's max_seq_length",
+                ),
+            ] {
+                if set {
+                    issue(
+                        format!("{path}.{field}"),
+                        format!("not used with task = \"embed\" ({why}); remove it"),
+                    );
+                }
+            }
+        }
+        OnnxTask::Generate => {
+            if backend.max_wait.is_some() {
+                issue(
+                    format!("{path}.max_wait"),
+                    "only used with task = \"embed\" (chat requests join the running batch at once); remove it".into(),
+                );
+            }
         }
     }
     let mut seen = HashSet::new();
@@ -335,6 +387,72 @@ tier = "int4"
                 "{expected} missing from {paths:?}"
             );
         }
+    }
+
+    #[test]
+    fn embed_backends_refuse_chat_settings() {
+        let text = r#"
+[backends.embed]
+kind = "onnx"
+task = "embed"
+model_dir = "models/minilm-l6"
+tiers = ["fp32"]
+structured = true
+max_context = 128
+max_wait = "2ms"
+
+[backends.chat]
+kind = "onnx"
+model_dir = "models/sluice-tiny"
+max_wait = "2ms"
+
+[backends.http]
+kind = "openai"
+url = "http://127.0.0.1:8000/v1"
+task = "embed"
+max_wait = "1ms"
+
+[[models]]
+name = "e"
+backend = "embed"
+tier = "fp32"
+
+[[models]]
+name = "s"
+backend = "embed"
+structured = false
+"#;
+        let err = load_str(text, Vec::new()).unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|i| i.path.as_str()).collect();
+        for expected in [
+            "backends.embed.tiers",
+            "backends.embed.structured",
+            "backends.embed.max_context",
+            "backends.chat.max_wait",
+            "backends.http.task",
+            "backends.http.max_wait",
+            "models[0].tier",
+            "models[1].structured",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+        assert!(!paths.contains(&"backends.embed.max_wait"), "{paths:?}");
+        assert!(err.to_string().contains("task = \"embed\""), "{err}");
+    }
+
+    #[test]
+    fn an_embed_backend_loads_with_its_defaults() {
+        let text = "[backends.e]\nkind = \"onnx\"\ntask = \"embed\"\nmodel_dir = \"m\"\nmax_wait = \"5ms\"\n\
+                    [[models]]\nname = \"e\"\nbackend = \"e\"\n";
+        let config = load_str(text, Vec::new()).unwrap();
+        let backend = &config.backends["e"];
+        assert_eq!(backend.task(), crate::config::OnnxTask::Embed);
+        assert_eq!(backend.max_wait, Some(std::time::Duration::from_millis(5)));
+        let typo = load_str(&text.replace("\"embed\"", "\"embedding\""), Vec::new()).unwrap_err();
+        assert_eq!(typo.0[0].path, "backends.e.task", "{typo}");
     }
 
     #[test]

@@ -9,5 +9,5 @@ mod event;
 pub use chat::{
     ChatRequest, ContentPart, Message, ResponseFormat, Role, Sampling, Tool, ToolCall, ToolChoice,
 };
-pub use embed::{EmbedRequest, EmbedResponse};
+pub use embed::{EmbedInput, EmbedRequest, EmbedResponse};
 pub use event::{collect, Completion, Event, EventStream, FinishReason, Usage};

@@ -1,5 +1,6 @@
-//! `POST /v1/embeddings`: text inputs to vectors through the model's backend, returned
-//! as float arrays or, when asked (the Python SDK's default), base64 little-endian f32.
+//! `POST /v1/embeddings`: inputs (a string, strings, token ids, or lists of token ids;
+//! at most 2,048) to vectors through the model's backend, returned as float arrays or,
+//! when asked (the Python SDK's default), base64 little-endian f32.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use super::extract::OpenAiJson;
 use super::layers::labelled;
 use super::AppState;
-use crate::domain::EmbedRequest;
+use crate::domain::{EmbedInput, EmbedRequest};
 use crate::error::ApiError;
 use crate::pipeline::Tenant;
 
@@ -27,27 +28,52 @@ pub async fn create(
     labelled(label, outcome.map(|body| Json(body).into_response()))
 }
 
+/// OpenAI's limit on inputs per request.
+const MAX_INPUTS: usize = 2048;
+
+/// The wire's four input shapes as domain inputs, or a 400 for an empty request, an
+/// empty input, or more inputs than OpenAI takes.
+fn inputs(wire: EmbeddingInput) -> Result<Vec<EmbedInput>, ApiError> {
+    let input: Vec<EmbedInput> = match wire {
+        EmbeddingInput::String(s) => vec![EmbedInput::Text(s)],
+        EmbeddingInput::StringArray(v) => v.into_iter().map(EmbedInput::Text).collect(),
+        EmbeddingInput::IntegerArray(ids) => vec![EmbedInput::Tokens(ids)],
+        EmbeddingInput::ArrayOfIntegerArray(v) => v.into_iter().map(EmbedInput::Tokens).collect(),
+    };
+    let empty = |i: &EmbedInput| match i {
+        EmbedInput::Text(s) => s.is_empty(),
+        EmbedInput::Tokens(ids) => ids.is_empty(),
+    };
+    if input.is_empty() {
+        return Err(ApiError::invalid_request(
+            "'input' must be a non-empty string, a non-empty array of strings, or token ids.",
+            Some("input"),
+        ));
+    }
+    if let Some(index) = input.iter().position(empty) {
+        return Err(ApiError::invalid_request(
+            format!("input[{index}] is empty; every input must hold text or token ids."),
+            Some("input"),
+        ));
+    }
+    if input.len() > MAX_INPUTS {
+        return Err(ApiError::invalid_request(
+            format!(
+                "'input' has {} items; at most {MAX_INPUTS} inputs are accepted per request.",
+                input.len()
+            ),
+            Some("input"),
+        ));
+    }
+    Ok(input)
+}
+
 async fn handle(
     state: &AppState,
     tenant: &Tenant,
     wire: CreateEmbeddingRequest,
 ) -> Result<Value, ApiError> {
-    let input = match wire.input {
-        EmbeddingInput::String(s) => vec![s],
-        EmbeddingInput::StringArray(v) => v,
-        EmbeddingInput::IntegerArray(_) | EmbeddingInput::ArrayOfIntegerArray(_) => {
-            return Err(ApiError::invalid_request(
-                "Token-id inputs are not supported; send text.",
-                Some("input"),
-            ))
-        }
-    };
-    if input.is_empty() || input.iter().any(String::is_empty) {
-        return Err(ApiError::invalid_request(
-            "'input' must be a non-empty string or a non-empty array of non-empty strings.",
-            Some("input"),
-        ));
-    }
+    let input = inputs(wire.input)?;
     if wire.dimensions == Some(0) {
         return Err(ApiError::invalid_request(
             "'dimensions' must be at least 1.",

@@ -56,7 +56,7 @@ impl Backend for OllamaBackend {
         request: EmbedRequest,
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
-        let body = wire::embed_body(&request, deployment);
+        let body = wire::embed_body(&request, deployment)?;
         let rb = self.http.client.post(self.embed_url.clone()).json(&body);
         wire::embed_response(&self.http.name, &self.http.body(rb).await?)
     }

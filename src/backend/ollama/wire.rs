@@ -315,8 +315,21 @@ pub fn events(
     .flatten()
 }
 
-pub fn embed_body(req: &EmbedRequest, dep: &Deployment) -> Value {
-    let mut body = json!({ "model": dep.upstream_model, "input": req.input });
+/// The `/api/embed` body, or a 400 for token-id inputs: Ollama embeds text only.
+pub fn embed_body(req: &EmbedRequest, dep: &Deployment) -> Result<Value, BackendError> {
+    let input = req
+        .input
+        .iter()
+        .map(|i| i.text().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| BackendError::InvalidRequest {
+            message: format!(
+                "model `{}` is served by Ollama, whose /api/embed takes text only; send the input as strings, not token ids",
+                req.model
+            ),
+            param: Some("input"),
+        })?;
+    let mut body = json!({ "model": dep.upstream_model, "input": input });
     if let Some(d) = req.dimensions {
         body["dimensions"] = d.into();
     }
@@ -326,7 +339,7 @@ pub fn embed_body(req: &EmbedRequest, dep: &Deployment) -> Value {
     if !dep.options.is_empty() {
         body["options"] = Value::Object(dep.options.clone());
     }
-    body
+    Ok(body)
 }
 
 #[derive(Deserialize)]

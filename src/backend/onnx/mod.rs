@@ -5,12 +5,14 @@
 //! async worker), it renders the chat template ([`prompt`]), tokenises, compiles the
 //! request's constraint ([`grammar`]: offered tools, `tool_choice`, `response_format`)
 //! and checks the context; then it queues a job and the engine thread streams the
-//! events back.
+//! events back. Encoder models (`task = "embed"`) run on their own engine, [`embed`],
+//! which shares only the runtime.
 
 mod callstream;
 mod constraint;
 mod decoder;
 mod detok;
+mod embed;
 mod engine;
 mod grammar;
 mod kv;
@@ -29,6 +31,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokenizers::Tokenizer;
 use tokio_util::sync::CancellationToken;
+
+pub use self::embed::EmbedBackend;
 
 use self::constraint::{Constraint, Structured};
 use self::engine::{EngineHandle, EngineMetrics, EngineSettings, Shared};

@@ -31,7 +31,8 @@ pub struct ModelFolder {
     pub tool_tags: (String, String),
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>, String> {
+/// A JSON file of a model folder; `None` when it does not exist.
+pub(super) fn read_json(path: &Path) -> Result<Option<Value>, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
 
 use crate::error::BackendError;
 
@@ -66,6 +68,32 @@ pub fn environment(backend: &str, configured: Option<&Path>) -> Result<Environme
         .map_err(|e| fail(format!("cannot create the ONNX Runtime environment: {e}")))?;
     tracing::info!(library = %path.display(), "loaded ONNX Runtime");
     Ok(ENVIRONMENT.get_or_init(|| env).clone())
+}
+
+/// An ONNX Runtime session over `path`: full graph optimisation, `threads` intra-op
+/// threads, one inter-op thread. `spin = false` lets pool threads sleep between runs
+/// instead of spinning (for engines whose runs leave gaps the same cores need).
+pub fn session(
+    env: &Environment,
+    path: &Path,
+    threads: usize,
+    spin: bool,
+) -> Result<Session, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot load {}: {e}", path.display());
+    let mut builder = Session::builder(env)
+        .map_err(|e| fail(&e))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| fail(&e))?
+        .with_intra_threads(threads)
+        .map_err(|e| fail(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| fail(&e))?;
+    if !spin {
+        builder = builder
+            .with_intra_op_spinning(false)
+            .map_err(|e| fail(&e))?;
+    }
+    builder.commit_from_file(path).map_err(|e| fail(&e))
 }
 
 #[cfg(test)]

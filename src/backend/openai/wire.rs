@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use crate::backend::Deployment;
 use crate::domain::{
-    ChatRequest, ContentPart, EmbedRequest, EmbedResponse, Event, FinishReason, Message,
-    ResponseFormat, ToolChoice, Usage,
+    ChatRequest, ContentPart, EmbedInput, EmbedRequest, EmbedResponse, Event, FinishReason,
+    Message, ResponseFormat, ToolChoice, Usage,
 };
 use crate::error::BackendError;
 
@@ -323,10 +323,20 @@ pub fn events(
     .flatten()
 }
 
+/// The `/embeddings` body: text inputs as strings, token-id inputs as integer arrays
+/// (forwarded as they came).
 pub fn embed_body(req: &EmbedRequest, dep: &Deployment) -> Value {
+    let input: Vec<Value> = req
+        .input
+        .iter()
+        .map(|i| match i {
+            EmbedInput::Text(text) => Value::from(text.as_str()),
+            EmbedInput::Tokens(ids) => Value::from(ids.clone()),
+        })
+        .collect();
     let mut body = json!({
         "model": dep.upstream_model,
-        "input": req.input,
+        "input": input,
         "encoding_format": "float",
     });
     if let Some(d) = req.dimensions {
