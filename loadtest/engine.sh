@@ -16,8 +16,8 @@
 # request generates exactly its max_tokens (MAX_TOKENS on average, varied by prompt so
 # answers differ in length as real ones do) and `structured = false` (free sampling, as
 # these cells always measured: a completed grammar would end an answer early); plus two
-# models on `batched` without ignore_eos: `tiny-structured` (constraint on) and
-# `tiny-free` (`structured = false`). Start sluice, wait for /readyz, then run
+# models on `batched` without ignore_eos: `structured` (constraint on) and
+# `free` (`structured = false`). Start sluice, wait for /readyz, then run
 # bench-engine: for each CONCURRENCY C, one closed-loop cell per batching model (the order
 # alternates between concurrencies), each WARMUP s of load then DURATION s measured; then
 # for each STRUCTURED_CONCURRENCY C and workload (tools: the three demo tools with
@@ -40,7 +40,9 @@
 #   STRUCTURED_ROUNDS [4]    measurement windows per structured cell
 #   DURATION [8] s measured per cell     WARMUP [1] s of load before each cell's window
 #   MAX_TOKENS [64] tokens per answer of the batching cells on average (4/8..12/8 of it by prompt)
+#   MODEL [sluice-tiny] the model folder under models/ (smollm2-135m after `make models`)
 #   TIER [int8] model tier (int8, int4, fp32); int8 is what the default config serves
+#   MAX_CONTEXT [512] max_context of both backends (at most the model's context)
 #   THREADS [unset = one per core] ONNX Runtime threads per engine (`threads` in both backends)
 #   REQUEST_TIMEOUT [60] s per request   TARGET_SPEEDUP [3]   TARGET_TTFT_RATIO [2]
 #   TARGET_STRUCTURED_RATIO [0.9]   TARGET_MASK_P99_MS [1]
@@ -57,6 +59,8 @@ DURATION="${DURATION:-8}"
 WARMUP="${WARMUP:-1}"
 MAX_TOKENS="${MAX_TOKENS:-64}"
 TIER="${TIER:-int8}"
+MODEL="${MODEL:-sluice-tiny}"
+MAX_CONTEXT="${MAX_CONTEXT:-512}"
 THREADS="${THREADS:-}"
 REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-60}"
 TARGET_SPEEDUP="${TARGET_SPEEDUP:-3}"
@@ -65,11 +69,13 @@ TARGET_STRUCTURED_RATIO="${TARGET_STRUCTURED_RATIO:-0.9}"
 TARGET_MASK_P99_MS="${TARGET_MASK_P99_MS:-1}"
 SLUICE_LOG="${SLUICE_LOG:-warn}"
 CARGO="${CARGO:-cargo}"
-MODEL_DIR="models/sluice-tiny"
+MODEL_DIR="models/$MODEL"
 
 log() { printf '[engine.sh] %s\n' "$*" >&2; }
 
 [[ "$TIER" =~ ^[a-z0-9]+$ ]] || { log "TIER must be a tier name such as int4"; exit 2; }
+[[ "$MODEL" =~ ^[a-z0-9][a-z0-9.-]*$ ]] || { log "MODEL must be a folder name under models/"; exit 2; }
+[[ "$MAX_CONTEXT" =~ ^[1-9][0-9]*$ ]] || { log "MAX_CONTEXT must be a positive integer"; exit 2; }
 [[ -z "$THREADS" || "$THREADS" =~ ^[1-9][0-9]*$ ]] || { log "THREADS must be a positive integer"; exit 2; }
 [[ "$STRUCTURED_ROUNDS" =~ ^[1-9][0-9]*$ ]] || { log "STRUCTURED_ROUNDS must be a positive integer"; exit 2; }
 [[ -z "$STRUCTURED_CONCURRENCY" || "$STRUCTURED_CONCURRENCY" =~ ^[0-9]+(,[0-9]+)*$ ]] || {
@@ -112,7 +118,7 @@ model_dir = "$MODEL_DIR"
 tiers = ["$TIER"]
 max_batch_size = $2
 queue_size = 512
-max_context = 512
+max_context = $MAX_CONTEXT
 EOF
   [[ -z "$THREADS" ]] || echo "threads = $THREADS"
   [[ -z "${3:-}" ]] || echo "structured = $3"
@@ -135,14 +141,14 @@ EOF
 # ignore_eos: every request generates exactly max_tokens tokens, so both do equal work.
 # structured = false: free sampling (a completed grammar would end an answer early).
 [[models]]
-name = "tiny-batched"
+name = "batched"
 backend = "batched"
 tier = "$TIER"
 structured = false
 options = { ignore_eos = true }
 
 [[models]]
-name = "tiny-unbatched"
+name = "unbatched"
 backend = "unbatched"
 tier = "$TIER"
 options = { ignore_eos = true }
@@ -150,13 +156,13 @@ options = { ignore_eos = true }
 # Structured generation on and off over the same backend and tier; answers end where the
 # model (or the completed grammar) ends them.
 [[models]]
-name = "tiny-structured"
+name = "structured"
 backend = "batched"
 tier = "$TIER"
 structured = true
 
 [[models]]
-name = "tiny-free"
+name = "free"
 backend = "batched"
 tier = "$TIER"
 structured = false
@@ -164,28 +170,28 @@ EOF
 } >"$out/sluice.toml"
 
 start_sluice "$out/sluice.toml" "$(( budget + 60 ))" "$port"
-log "sluice pid $sluice_pid on :$port (tier $TIER, threads ${THREADS:-default}), run budget $budget s"
+log "sluice pid $sluice_pid on :$port ($MODEL, tier $TIER, threads ${THREADS:-default}), run budget $budget s"
 
 # --- machine context --------------------------------------------------------------------
-write_context "CONCURRENCY=$CONCURRENCY STRUCTURED_CONCURRENCY=$STRUCTURED_CONCURRENCY STRUCTURED_ROUNDS=$STRUCTURED_ROUNDS DURATION=$DURATION WARMUP=$WARMUP MAX_TOKENS=$MAX_TOKENS TIER=$TIER THREADS=${THREADS:-} loadtest/engine.sh"
+write_context "MODEL=$MODEL MAX_CONTEXT=$MAX_CONTEXT CONCURRENCY=$CONCURRENCY STRUCTURED_CONCURRENCY=$STRUCTURED_CONCURRENCY STRUCTURED_ROUNDS=$STRUCTURED_ROUNDS DURATION=$DURATION WARMUP=$WARMUP MAX_TOKENS=$MAX_TOKENS TIER=$TIER THREADS=${THREADS:-} loadtest/engine.sh"
 
 # --- load -------------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script stops it at once.
 result="$here/results/engine-$stamp"
 structured=()
 if [[ -n "$STRUCTURED_CONCURRENCY" ]]; then
-  structured=(--structured tiny-structured --free tiny-free
+  structured=(--structured structured --free free
     --structured-concurrency "$STRUCTURED_CONCURRENCY" --structured-rounds "$STRUCTURED_ROUNDS"
     --target-structured-ratio "$TARGET_STRUCTURED_RATIO"
     --target-mask-p99-ms "$TARGET_MASK_P99_MS")
 fi
 timeout -s TERM "$budget" "$BIN/bench-engine" \
-  --url "http://127.0.0.1:$port/v1" --batched tiny-batched --unbatched tiny-unbatched \
+  --url "http://127.0.0.1:$port/v1" --batched batched --unbatched unbatched \
   --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
   --max-tokens "$MAX_TOKENS" --timeout-s "$REQUEST_TIMEOUT" --max-seconds "$budget" \
   --target-speedup "$TARGET_SPEEDUP" --target-ttft-ratio "$TARGET_TTFT_RATIO" \
   "${structured[@]}" \
-  --title "tier $TIER, threads ${THREADS:-default}" \
+  --title "$MODEL, tier $TIER, threads ${THREADS:-default}" \
   --sluice-pid "$sluice_pid" --json "$result.json" >"$result.md" &
 pids+=($!)
 status=0

@@ -205,3 +205,31 @@ def sluice_default_uncached(sluice_bin):
                      env={"SLUICE__CACHE__MODE": "off"})
     yield gateway
     _finish(gateway)
+
+
+LOCAL_MODELS = ("smollm2-135m", "minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def sluice_local_models(sluice_bin):
+    """sluice on config/examples/local-models.toml (SmolLM2-135M, all-MiniLM-L6-v2 and
+    sluice-tiny on the embedded engine), response cache off so every request is
+    generated. The converted models come from `make models`."""
+    missing = [m for m in LOCAL_MODELS if not (REPO / "models" / m / "source.json").exists()]
+    if missing:
+        pytest.fail(f"models/{', models/'.join(missing)} missing: run `make models`")
+    gateway = Sluice(sluice_bin, REPO / "config" / "examples" / "local-models.toml", cwd=REPO,
+                     env={"SLUICE__CACHE__MODE": "off"})
+    yield gateway
+    _finish(gateway)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """models/smollm2-135m, converted from the SmolLM2 GGUF by `make models`
+    (tools/convert/gguf2onnx.py). Missing means the build step was skipped: fail, don't skip."""
+    folder = REPO / "models" / "smollm2-135m"
+    for name in ("model.fp32.onnx", "tokenizer.json", "tokenizer_config.json", "sluice-model.json"):
+        if not (folder / name).is_file():
+            pytest.fail(f"{(folder / name).relative_to(REPO)} is missing: run `make models`")
+    return folder
