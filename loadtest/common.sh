@@ -36,6 +36,25 @@ bench_setup() {
   trap 'exit 130' INT TERM
 }
 
+# wait_ready NAME PORT TRIES LOGFILE: wait for http://127.0.0.1:PORT/readyz, about a second
+# per try, giving up at once if the last process started (${pids[-1]}) exits; on failure
+# print the end of LOGFILE and exit 1.
+wait_ready() {
+  local name="$1" port="$2" tries="$3" logfile="$4" ready=0
+  for _ in $(seq "$tries"); do
+    if "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$port/readyz" --timeout 1 2>/dev/null; then
+      ready=1
+      break
+    fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+  done
+  if [[ "$ready" != 1 ]]; then
+    log "$name did not become ready; the end of its log:"
+    tail -n 30 "$logfile" >&2
+    exit 1
+  fi
+}
+
 # start_sluice CONFIG SECONDS PORT: run `sluice serve --config CONFIG` from the repository
 # root (so .ort/ and models/ resolve) under `timeout SECONDS`, logging to $out/sluice.log;
 # wait up to 60 s for /readyz on PORT (giving up at once if sluice exits), and set
@@ -45,19 +64,7 @@ start_sluice() {
   (cd "$root" && RUST_LOG="${SLUICE_LOG:-warn}" exec timeout -s TERM "$seconds" \
     "$SLUICE_BIN" serve --config "$config") >"$out/sluice.log" 2>&1 &
   pids+=($!)
-  local ready=0
-  for _ in $(seq 60); do
-    if "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$port/readyz" --timeout 1 2>/dev/null; then
-      ready=1
-      break
-    fi
-    kill -0 "${pids[-1]}" 2>/dev/null || break
-  done
-  if [[ "$ready" != 1 ]]; then
-    log "sluice did not become ready; the end of its log:"
-    tail -n 30 "$out/sluice.log" >&2
-    exit 1
-  fi
+  wait_ready sluice "$port" 60 "$out/sluice.log"
   sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
   [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
 }

@@ -120,19 +120,7 @@ st_port="$("$BIN/bench-loadgen" free-port)"
   "$here/embed/st_server.py" --model-dir "$ST_MODEL_DIR" --port "$st_port" --threads "$THREADS") \
   >"$out/st_server.log" 2>&1 &
 pids+=($!)
-ready=0
-for _ in $(seq 120); do
-  if "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$st_port/readyz" --timeout 1 2>/dev/null; then
-    ready=1
-    break
-  fi
-  kill -0 "${pids[-1]}" 2>/dev/null || break
-done
-if [[ "$ready" != 1 ]]; then
-  log "the sentence-transformers server did not become ready; the end of its log:"
-  tail -n 30 "$out/st_server.log" >&2
-  exit 1
-fi
+wait_ready "the sentence-transformers server" "$st_port" 120 "$out/st_server.log"
 log "sentence-transformers on :$st_port (torch threads $THREADS), run budget $budget s"
 
 # --- machine context --------------------------------------------------------------------

@@ -24,7 +24,7 @@
 //!   [--inputs 1,32] [--concurrency 1,8,32] [--duration 8] [--warmup 1] [--timeout-s 60]
 //!   [--target-ratio 2] [--json FILE] [--title TEXT]
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,26 +71,12 @@ struct Opts {
 }
 
 fn target(name: &'static str, url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or(format!("{url}: expected http://127.0.0.1:PORT/v1"))?;
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("{authority}: {e}"))?
-        .next()
-        .ok_or(format!("{authority}: no address"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!("{url}: the benchmark only talks to loopback"));
-    }
+    let server = sluice_bench::loopback(url)?;
     Ok(Target {
         name,
-        addr,
-        authority: authority.to_owned(),
-        path: format!("{prefix}/embeddings"),
+        addr: server.addr,
+        authority: server.authority,
+        path: format!("{}/embeddings", server.prefix),
     })
 }
 

@@ -173,26 +173,12 @@ struct Target {
 
 impl Target {
     fn new(name: &'static str, base: &str, max_conns: usize) -> Result<Target, String> {
-        let rest = base
-            .strip_prefix("http://")
-            .ok_or(format!("{base}: only http:// URLs"))?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let addr = authority
-            .to_socket_addrs()
-            .map_err(|e| format!("{authority}: {e}"))?
-            .next()
-            .ok_or(format!("{authority}: no address"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!("{base}: the benchmark only talks to loopback"));
-        }
+        let server = sluice_bench::loopback(base)?;
         Ok(Target {
             name,
-            addr,
-            authority: authority.to_owned(),
-            path: format!("{prefix}/chat/completions"),
+            addr: server.addr,
+            authority: server.authority,
+            path: format!("{}/chat/completions", server.prefix),
             idle: RefCell::new(Vec::new()),
             open: Rc::new(Cell::new(0)),
             opened_total: Cell::new(0),

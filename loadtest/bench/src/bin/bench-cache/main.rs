@@ -39,7 +39,6 @@
 //!   [--title TEXT]
 
 use std::cell::Cell;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -156,25 +155,11 @@ impl Opts {
                 _ => return Err(format!("unknown argument {a}")),
             }
         }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("--url http://127.0.0.1:PORT/v1 is required")?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let addr = authority
-            .to_socket_addrs()
-            .map_err(|e| format!("{authority}: {e}"))?
-            .next()
-            .ok_or(format!("{authority}: no address"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!("{url}: the benchmark only talks to loopback"));
-        }
+        let server = sluice_bench::loopback(&url)?;
         o.endpoint = Endpoint {
-            addr,
-            authority: authority.to_owned(),
-            path: format!("{prefix}/chat/completions"),
+            addr: server.addr,
+            authority: server.authority,
+            path: format!("{}/chat/completions", server.prefix),
         };
         if o.rates.is_empty() || o.rates.iter().any(|&r| !(r > 0.0 && r <= 200_000.0)) {
             return Err("--rates: a list of values in (0, 200000]".into());

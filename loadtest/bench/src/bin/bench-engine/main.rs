@@ -55,7 +55,7 @@
 //!   [--target-structured-ratio 0.9] [--target-mask-p99-ms 1]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,23 +176,10 @@ impl Opts {
                 _ => return Err(format!("unknown argument {a}")),
             }
         }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("--url http://127.0.0.1:PORT/v1 is required")?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        o.addr = authority
-            .to_socket_addrs()
-            .map_err(|e| format!("{authority}: {e}"))?
-            .next()
-            .ok_or(format!("{authority}: no address"))?;
-        if !o.addr.ip().is_loopback() {
-            return Err(format!("{url}: the benchmark only talks to loopback"));
-        }
-        o.authority = authority.to_owned();
-        o.path = format!("{prefix}/chat/completions");
+        let server = sluice_bench::loopback(&url)?;
+        o.addr = server.addr;
+        o.authority = server.authority;
+        o.path = format!("{}/chat/completions", server.prefix);
         if o.concurrency.is_empty() || o.concurrency.iter().any(|&c| c == 0 || c > 256) {
             return Err("--concurrency: a list of values in 1..=256".into());
         }

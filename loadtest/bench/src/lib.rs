@@ -1,0 +1,36 @@
+//! What the bench tools share: the one loopback endpoint each of them talks to.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// A server on loopback: its address, its `host:port` and the path prefix of its API.
+pub struct Loopback {
+    pub addr: SocketAddr,
+    pub authority: String,
+    /// `/v1` of `http://127.0.0.1:PORT/v1`, without a trailing slash.
+    pub prefix: String,
+}
+
+/// Parse `http://127.0.0.1:PORT/v1`; anything not on loopback is refused, so no
+/// benchmark ever sends load off the machine.
+pub fn loopback(url: &str) -> Result<Loopback, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or(format!("{url}: expected http://127.0.0.1:PORT/v1"))?;
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or(format!("{authority}: no address"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{url}: the benchmark only talks to loopback"));
+    }
+    Ok(Loopback {
+        addr,
+        authority: authority.to_owned(),
+        prefix: prefix.to_owned(),
+    })
+}
