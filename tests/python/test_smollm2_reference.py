@@ -391,3 +391,25 @@ def test_converter_dequantizes_like_the_gguf_package(tmp_path):
         got = converter.dequantize(t)
         assert got.shape == (6, 64) and got.dtype == np.float32
         np.testing.assert_array_equal(got, want, err_msg=t.name)
+
+
+@pytest.mark.parametrize("tier", ["int8", "int4"])
+def test_a_quantized_decode_row_does_not_depend_on_its_batch(smollm2_dir, tier):
+    """The engine decodes many requests' rows in one step: a row's logits must be those it
+    gets alone. (onnxruntime's quantize_dynamic, with one activation scale per batch, moved
+    them by up to 23 here; the converter's weight-only MatMulNBits must keep this at 0.)"""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(smollm2_dir / f"model.{tier}.onnx"), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    batch, past = 8, 24
+    ids = rng.integers(20, 49152, (batch, 1))
+    mask = np.ones((batch, past + 1), np.int64)
+    pos = np.full((batch, 1), past, np.int64)
+    kv = [rng.standard_normal((batch, 3, past, 64), dtype=np.float32) * (1 + 30 * (i % 2)) for i in range(60)]
+    together, _ = onnx_step(sess, ids, mask, pos, np.zeros(batch), kv)
+    for row in (0, batch - 1):
+        alone, _ = onnx_step(sess, ids[row:row + 1], mask[row:row + 1], pos[row:row + 1], [0],
+                             [k[row:row + 1] for k in kv])
+        assert np.abs(alone[0] - together[row]).max() < 1e-5, (tier, row)
