@@ -1,6 +1,31 @@
-//! What the bench tools share: the one loopback endpoint each of them talks to.
+//! What the bench tools share: the one loopback endpoint each of them talks to, and
+//! an HTTP/1.1 connection to it.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// A keep-alive HTTP/1.1 client connection.
+pub type Conn = SendRequest<Full<Bytes>>;
+
+/// Open a connection (TCP_NODELAY) to `addr`; its driver runs as a task until it closes.
+/// Errors are the phase that failed, as the reports count them.
+pub async fn connect(addr: SocketAddr) -> Result<Conn, &'static str> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|_| "connect")?;
+    tcp.set_nodelay(true).map_err(|_| "connect")?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|_| "handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
 
 /// A server on loopback: its address, its `host:port` and the path prefix of its API.
 pub struct Loopback {

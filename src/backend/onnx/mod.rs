@@ -122,9 +122,7 @@ impl OnnxBackend {
             None
         };
         let env = runtime::environment(name, cfg.ort_library.as_deref())?;
-        let threads = cfg.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
+        let threads = runtime::threads(cfg.threads);
 
         let mut engines = BTreeMap::new();
         for tier in &tiers {

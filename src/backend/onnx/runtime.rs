@@ -70,6 +70,13 @@ pub fn environment(backend: &str, configured: Option<&Path>) -> Result<Environme
     Ok(ENVIRONMENT.get_or_init(|| env).clone())
 }
 
+/// ONNX Runtime intra-op threads per engine: the backend's `threads`, else one per core.
+pub fn threads(configured: Option<usize>) -> usize {
+    configured.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
+}
+
 /// An ONNX Runtime session over `path`: full graph optimisation, `threads` intra-op
 /// threads, one inter-op thread. `spin = false` lets pool threads sleep between runs
 /// instead of spinning (for engines whose runs leave gaps the same cores need).

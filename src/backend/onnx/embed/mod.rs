@@ -55,9 +55,7 @@ impl EmbedBackend {
             .ok_or_else(|| fail("model_dir is not set".into()))?;
         let folder = EmbedFolder::load(dir).map_err(fail)?;
         let env = runtime::environment(name, cfg.ort_library.as_deref())?;
-        let threads = cfg.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
+        let threads = runtime::threads(cfg.threads);
         let encoder = Encoder::open(&env, &folder.model, threads).map_err(fail)?;
         if let Some(hidden) = encoder.hidden.filter(|h| *h != folder.dimensions) {
             return Err(fail(format!(

@@ -63,9 +63,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, Request};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use sluice_bench::Conn;
 
 mod metrics;
 mod report;
@@ -311,20 +310,8 @@ struct Target {
     path: String,
 }
 
-type Conn = SendRequest<Full<Bytes>>;
-
 async fn connect(t: &Target) -> Result<Conn, &'static str> {
-    let tcp = tokio::net::TcpStream::connect(t.addr)
-        .await
-        .map_err(|_| "connect")?;
-    tcp.set_nodelay(true).map_err(|_| "connect")?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|_| "handshake")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    sluice_bench::connect(t.addr).await
 }
 
 /// What one request produced.
