@@ -16,6 +16,7 @@
 //! listener until `shutdown` resolves, then drains in-flight requests.
 
 pub mod backend;
+pub mod calibrate;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -3,6 +3,7 @@
 //! `validate` then reports every remaining problem at once, each naming its key.
 
 mod load;
+mod route;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use load::{load, load_str, ConfigError, ConfigIssue};
+pub use route::{LoadPolicy, ModelRoute, RouteConfig, Weights, DEFAULT_BIAS};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +33,9 @@ pub struct Config {
     /// The model catalog: logical names that clients use.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// The complexity scorer's defaults and the load policy for tiered models.
+    #[serde(default)]
+    pub route: RouteConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,9 +268,20 @@ pub struct ModelConfig {
     #[serde(default)]
     pub keep_alive: Option<String>,
     /// The quantization tier to serve (onnx backends, e.g. "int4"); defaults to the
-    /// backend's first listed tier.
+    /// backend's first listed tier. A model with `tier` is pinned to it.
     #[serde(default)]
     pub tier: Option<String>,
+    /// The tiers to route between, cheapest first, most precise last: onnx tier names
+    /// (`["int4", "int8", "fp32"]`), or for Ollama / OpenAI-compatible backends the
+    /// suffixes of the upstream model's tags (`["q4_K_M", "q8_0", "fp16"]` with
+    /// `upstream_model = "llama3.2:3b-instruct"` serve `llama3.2:3b-instruct-q4_K_M`, ...).
+    /// Each request gets one, by complexity score, unless it forces one (`model@tier`
+    /// or the `x-sluice-tier` header).
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    /// Thresholds and scorer overrides for `tiers` (what `sluice route calibrate` prints).
+    #[serde(default)]
+    pub route: ModelRoute,
     /// Cache settings for this model (mode, shared namespace).
     #[serde(default)]
     pub cache: ModelCacheConfig,

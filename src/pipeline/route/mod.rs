@@ -1,6 +1,8 @@
 //! Stage 3, route: the logical model a client named → its deployment and backend.
 //! (The complexity-scored choice of a quantization tier will plug in here.)
 
+pub mod score;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

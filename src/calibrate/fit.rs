@@ -1,0 +1,1 @@
+//! Calibration: fit (being written).
