@@ -86,6 +86,25 @@ pub enum RouteError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A forced tier (`model@tier` or `x-sluice-tier`) the model does not have.
+    #[error("{}", unknown_tier(model, tier, tiers))]
+    UnknownTier {
+        model: String,
+        tier: String,
+        tiers: Vec<String>,
+        param: &'static str,
+    },
+}
+
+fn unknown_tier(model: &str, tier: &str, tiers: &[String]) -> String {
+    if tiers.is_empty() {
+        format!("model `{model}` has no tiers to choose from, so tier `{tier}` cannot be forced; send the model name alone")
+    } else {
+        format!(
+            "model `{model}` has no tier `{tier}`; its tiers, cheapest first: {}",
+            tiers.join(", ")
+        )
+    }
 }
 
 impl From<RouteError> for ApiError {
@@ -97,6 +116,9 @@ impl From<RouteError> for ApiError {
             }
             RouteError::Unsupported { param, .. } => {
                 ApiError::invalid_request(e.to_string(), *param).with_code("unsupported_value")
+            }
+            RouteError::UnknownTier { param, .. } => {
+                ApiError::invalid_request(e.to_string(), Some(param)).with_code("unknown_tier")
             }
         }
     }

@@ -38,6 +38,47 @@ enum Command {
         #[arg(long, env = "SLUICE_CONFIG", default_value = "config/sluice.toml")]
         config: PathBuf,
     },
+    /// Quantization-tier routing tools.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Run prompts on every tier of a model, label each with the cheapest tier whose
+    /// answer is acceptable, fit the router and print its config block and a
+    /// quality/cost table.
+    Calibrate {
+        #[arg(long, env = "SLUICE_CONFIG", default_value = "config/sluice.toml")]
+        config: PathBuf,
+        /// The tiered model to calibrate (default: the config's first tiered model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Prompts to run (JSON lines: `request`, optional `check`).
+        #[arg(long, conflicts_with = "labels", required_unless_present = "labels")]
+        data: Option<PathBuf>,
+        /// Labels written by an earlier run (`--write-labels`): refit without the engine.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Held-out prompts (or labels, with --labels) to evaluate the fitted router on.
+        #[arg(long)]
+        holdout: Option<PathBuf>,
+        /// Share of answers that must stay acceptable (equal to the most precise tier's,
+        /// or passing the line's check).
+        #[arg(long, default_value_t = 0.95)]
+        quality: f64,
+        /// Also fit the scorer's weights (non-negative logistic regression).
+        #[arg(long)]
+        fit_weights: bool,
+        /// Prompts in flight at once on each tier.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Write the measured labels here (held-out ones beside it, `.heldout.jsonl`).
+        #[arg(long)]
+        write_labels: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +98,52 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Route {
+            command: RouteCommand::Calibrate {
+                config,
+                model,
+                data,
+                labels,
+                holdout,
+                quality,
+                fit_weights,
+                concurrency,
+                write_labels,
+            },
+        } => {
+            init_tracing("text");
+            let run = || -> anyhow::Result<String> {
+                let config = sluice::config::load(&config)
+                    .with_context(|| format!("loading {}", config.display()))?;
+                let model = model
+                    .or_else(|| config.models.iter().find(|m| !m.tiers.is_empty()).map(|m| m.name.clone()))
+                    .context("the config has no tiered model (`tiers = [...]`) to calibrate")?;
+                let options = sluice::calibrate::Options {
+                    model,
+                    data,
+                    labels,
+                    holdout,
+                    quality,
+                    fit_weights,
+                    concurrency,
+                    write_labels,
+                };
+                let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+                Ok(runtime.block_on(sluice::calibrate::calibrate(config, &options, &|line| {
+                    eprintln!("{line}")
+                }))?)
+            };
+            match run() {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve {
             config,
             listen,

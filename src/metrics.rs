@@ -74,6 +74,14 @@ pub struct Metrics {
     pub cache_coalesced: IntCounter,
     /// `sluice_cache_redis_total{result=hit|miss|error}`: the shared second level.
     pub cache_redis: IntCounterVec,
+    /// `sluice_route_requests_total{model, tier, reason=scored|forced|load|single}`:
+    /// chat requests by the tier that served them.
+    pub route_requests: IntCounterVec,
+    /// `sluice_route_complexity_score{model}`: complexity scores of tiered models' requests.
+    pub route_score: HistogramVec,
+    /// `sluice_route_load_moves_total{model, from, to}`: requests the load policy moved
+    /// off their scored tier.
+    pub route_load_moves: IntCounterVec,
 }
 
 impl Metrics {
@@ -248,6 +256,34 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let route_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_route_requests_total",
+                "Chat requests by model, tier served and routing reason",
+            ),
+            &["model", "tier", "reason"],
+        )?;
+        let route_score = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_route_complexity_score",
+                "Complexity scores of requests to tiered models",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75,
+                0.8, 0.85, 0.9, 0.95, 1.0,
+            ]),
+            &["model"],
+        )?;
+        let route_load_moves = IntCounterVec::new(
+            Opts::new(
+                "sluice_route_load_moves_total",
+                "Requests the load policy moved from their scored tier to a cheaper one",
+            ),
+            &["model", "from", "to"],
+        )?;
+        registry.register(Box::new(route_requests.clone()))?;
+        registry.register(Box::new(route_score.clone()))?;
+        registry.register(Box::new(route_load_moves.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
@@ -304,6 +340,9 @@ impl Metrics {
             cache_evictions,
             cache_coalesced,
             cache_redis,
+            route_requests,
+            route_score,
+            route_load_moves,
         })
     }
 

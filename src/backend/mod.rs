@@ -74,6 +74,38 @@ pub trait Backend: Send + Sync {
 
     /// Is the engine reachable and serving?
     async fn ready(&self) -> Result<(), BackendError>;
+
+    /// How busy the engine serving `deployment` is and what a token costs there now;
+    /// `None` when the backend cannot tell (remote engines).
+    fn tier_load(&self, _deployment: &Deployment) -> Option<TierLoad> {
+        None
+    }
+}
+
+/// One tier's engine as the router sees it at this moment (measured by the engine).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TierLoad {
+    /// Requests queued for a batch slot.
+    pub waiting: usize,
+    /// Sequences being decoded.
+    pub active: usize,
+    /// Sequences decoded together at most (`max_batch_size`).
+    pub capacity: usize,
+    /// The latest decode step's duration.
+    pub recent_step_seconds: Option<f64>,
+    /// Engine seconds per generated token if one more request joined now: the step time
+    /// measured at that batch size divided by the batch.
+    pub token_seconds: Option<f64>,
+    pub totals: TierTotals,
+}
+
+/// Cumulative work of a tier's engine since start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TierTotals {
+    pub prefill_seconds: f64,
+    pub prompt_tokens: u64,
+    pub decode_seconds: f64,
+    pub generated_tokens: u64,
 }
 
 /// All configured backends by name.

@@ -83,14 +83,20 @@ pub struct Weights {
     pub user_bytes: f64,
     /// `ln(1 + turns)`: user and assistant messages (tool results included).
     pub turns: f64,
-    /// `ln(1 + fenced code blocks)` in user turns.
+    /// `ln(1 + fenced code blocks)` in user turns: a line opening (after indentation)
+    /// with three or more backticks starts or ends a block; an unclosed block counts.
     pub code_blocks: f64,
-    /// `ln(1 + digits)` in user turns.
+    /// `ln(1 + digits)` in user turns (ASCII `0`–`9`).
     pub digits: f64,
-    /// `ln(1 + operators)`: `+ * / = ^ % < >` and a `-` between digits or spaces.
+    /// `ln(1 + operators)` in user turns: `+ * / = ^ % < >`, and a `-` with a digit or
+    /// a space on each side that is not a list bullet opening its line.
     pub operators: f64,
-    /// `ln(1 + reasoning cues)`: multi-step wording ("step by step", "explain why",
-    /// "prove", "compare", "then", numbered steps) in user turns.
+    /// `ln(1 + reasoning cues)` in user turns: whole words in any case — explain, why,
+    /// prove, proof, derive, compare, analyze/analyse, reason, justify, calculate,
+    /// compute, solve, evaluate, first, then, finally, therefore, hence, thus — the
+    /// phrases "step by step" (or step-by-step), "how many"/"how much", "show that",
+    /// "what if", and numbered steps: a line opening with 1–2 digits, `.` or `)`, then
+    /// whitespace.
     pub reasoning: f64,
     /// `ln(1 + tools offered)`.
     pub tools: f64,
@@ -98,7 +104,8 @@ pub struct Weights {
     pub schema: f64,
     /// `ln(1 + max_tokens / 64)` when the request bounds its answer, else 0.
     pub max_tokens: f64,
-    /// `ln(1 + letters outside the Latin script / 8)` in user turns.
+    /// `ln(1 + letters outside the Latin script / 8)` in user turns (alphabetic
+    /// characters outside ASCII and the Latin blocks: CJK, Cyrillic, Greek, Arabic…).
     pub non_latin: f64,
 }
 
@@ -163,6 +170,123 @@ impl Default for Weights {
             schema: 0.6,
             max_tokens: 0.3,
             non_latin: 0.5,
+        }
+    }
+}
+
+/// Routing checks, each problem with its key path: tier names, thresholds, weights.
+pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, String)) {
+    use super::{BackendKind, OnnxTask};
+    check_scorer("route", Some(config.route.bias), &config.route.weights, issue);
+    if config.route.load.max_step_time.is_some_and(|d| d.is_zero()) {
+        issue(
+            "route.load.max_step_time".into(),
+            "must be greater than 0 (or unset to look at the queue only)".into(),
+        );
+    }
+    for (i, model) in config.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        if model.name.contains('@') {
+            issue(
+                format!("{path}.name"),
+                "must not contain `@`: clients force a tier with `name@tier`".into(),
+            );
+        }
+        let route = &model.route;
+        let routed = route.bias.is_some() || route.weights.is_some() || !route.thresholds.is_empty();
+        if model.tiers.is_empty() {
+            if routed {
+                issue(
+                    format!("{path}.route"),
+                    "routing settings need `tiers` to route between; add tiers or remove route".into(),
+                );
+            }
+            continue;
+        }
+        if model.tier.is_some() {
+            issue(
+                format!("{path}.tier"),
+                "a model either pins one tier (`tier`) or routes between several (`tiers`), not both".into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (t, tier) in model.tiers.iter().enumerate() {
+            let ok = !tier.is_empty()
+                && tier.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+            if !ok {
+                issue(
+                    format!("{path}.tiers[{t}]"),
+                    format!("`{tier}` is not a tier name: visible ASCII without `@`"),
+                );
+            } else if !seen.insert(tier) {
+                issue(format!("{path}.tiers[{t}]"), format!("tier `{tier}` is listed twice"));
+            }
+        }
+        if let Some(backend) = config.backends.get(&model.backend) {
+            if backend.kind == BackendKind::Onnx && backend.task() == OnnxTask::Embed {
+                issue(
+                    format!("{path}.tiers"),
+                    format!("backend `{}` serves embeddings, which have no tiers; remove it", model.backend),
+                );
+            } else if backend.kind == BackendKind::Onnx {
+                for (t, tier) in model.tiers.iter().enumerate() {
+                    if !backend.tiers.contains(tier) {
+                        issue(
+                            format!("{path}.tiers[{t}]"),
+                            format!(
+                                "backend `{}` does not load tier `{tier}`; list it in backends.{}.tiers (now: [{}])",
+                                model.backend,
+                                model.backend,
+                                backend.tiers.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        check_scorer(&format!("{path}.route"), route.bias, &route.weights.unwrap_or_default(), issue);
+        let thresholds = &route.thresholds;
+        if thresholds.is_empty() {
+            continue;
+        }
+        if thresholds.len() + 1 != model.tiers.len() {
+            issue(
+                format!("{path}.route.thresholds"),
+                format!(
+                    "needs {} values, one per tier but the last (tiers: {})",
+                    model.tiers.len() - 1,
+                    model.tiers.join(", ")
+                ),
+            );
+        } else if thresholds.iter().any(|t| !(0.0..=1.0).contains(t)) {
+            issue(
+                format!("{path}.route.thresholds"),
+                "every threshold is a score in [0, 1]".into(),
+            );
+        } else if thresholds.windows(2).any(|w| w[0] > w[1]) {
+            issue(
+                format!("{path}.route.thresholds"),
+                "must not decrease: tiers go from cheapest to most precise".into(),
+            );
+        }
+    }
+}
+
+fn check_scorer(
+    path: &str,
+    bias: Option<f64>,
+    weights: &Weights,
+    issue: &mut impl FnMut(String, String),
+) {
+    if bias.is_some_and(|b| !b.is_finite()) {
+        issue(format!("{path}.bias"), "must be a finite number".into());
+    }
+    for (name, w) in Weights::NAMES.iter().zip(weights.values()) {
+        if !w.is_finite() || w < 0.0 {
+            issue(
+                format!("{path}.weights.{name}"),
+                "must be a finite number ≥ 0 (a negative weight would let adding to a request lower its score)".into(),
+            );
         }
     }
 }

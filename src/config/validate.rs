@@ -173,6 +173,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             }
         }
     }
+    super::route::validate(config, &mut issue);
     issues
 }
 

@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::extract::{ChatJson, SamplingExtras};
 use super::layers::labelled;
-use super::{convert, response, sse, AppState};
+use super::{convert, response, route, sse, AppState};
 use crate::domain::collect;
 use crate::error::{ApiError, BackendError};
 use crate::pipeline::cache::Directive;
@@ -36,13 +36,14 @@ pub async fn completions(
         .unwrap_or_default();
     labelled(
         label,
-        handle(&state, &tenant, wire, extras, directive).await,
+        handle(&state, &tenant, &headers, wire, extras, directive).await,
     )
 }
 
 async fn handle(
     state: &AppState,
     tenant: &Tenant,
+    headers: &HeaderMap,
     wire: CreateChatCompletionRequest,
     extras: SamplingExtras,
     directive: Directive,
@@ -52,13 +53,18 @@ async fn handle(
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
+    let tier = route::forced_tier(headers)?;
     let request = convert::chat_request(wire, extras)?;
-    let generation = state.pipeline.chat(tenant, request, directive).await?;
+    let generation = state
+        .pipeline
+        .chat(tenant, request, directive, tier)
+        .await?;
     let cache_header = HeaderValue::from_static(generation.cache.as_str());
     if !stream {
         let mut done = collect(generation.events).await?;
         let mut response = Json(response::completion(&generation.model, &mut done)).into_response();
         response.headers_mut().insert(CACHE_STATUS, cache_header);
+        route::insert_headers(response.headers_mut(), &generation.routed);
         return Ok(response);
     }
     // Wait for the first event before committing to a 200: an upstream that fails at
@@ -85,5 +91,6 @@ async fn handle(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert(CACHE_STATUS, cache_header);
+    route::insert_headers(headers, &generation.routed);
     Ok(response)
 }

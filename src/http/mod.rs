@@ -11,6 +11,7 @@ mod health;
 mod layers;
 mod models;
 pub mod response;
+mod route;
 pub mod sse;
 
 /// A chat request body as `http/` turns it into the domain request (for other modules' tests).
@@ -43,6 +44,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/route", post(route::dry_run))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
         .route_layer(from_fn_with_state(state.clone(), layers::auth));

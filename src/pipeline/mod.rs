@@ -3,7 +3,7 @@
 //! ```text
 //! auth    API key → tenant              (runs first, in http/, before the body is read)
 //! limits  per-tenant rate limits, admission          (its own issue; slots in before route)
-//! route   logical model → deployment → backend
+//! route   logical model → tier (forced, or by complexity score and load) → deployment
 //! cache   exact cache (local + optional Redis), single-flight join of identical requests
 //! agent   server-side tool loop                      (its own issue)
 //! backend the engine's event stream, observed for metrics, cancelled on drop
@@ -26,20 +26,42 @@ use crate::error::{ApiError, BackendError};
 use crate::metrics::Metrics;
 
 pub use auth::{Auth, Tenant};
-pub use route::{Routes, Target};
+pub use route::{Decision, Reason, Routes, Target};
+use route::InFlight;
 
 /// A generation under way: the events plus what the response needs to name it.
 pub struct Generation {
-    /// The logical model name, echoed as `model` in responses.
+    /// The name responses carry as `model`: `name@tier` for a tiered model.
     pub model: Arc<str>,
+    /// Which tier serves it, why, and the complexity score (response headers).
+    pub routed: Routed,
     pub events: EventStream,
     /// What the cache did (the `x-sluice-cache` header).
     pub cache: cache::Status,
 }
 
+/// What the route stage decided, as the response reports it.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub tier: Option<Arc<str>>,
+    pub reason: Reason,
+    pub score: Option<f64>,
+}
+
+impl From<&Decision> for Routed {
+    fn from(d: &Decision) -> Self {
+        Routed {
+            tier: d.target.tier.clone(),
+            reason: d.reason,
+            score: d.score,
+        }
+    }
+}
+
 /// Start `request` on its backend, observed for metrics and cancelled when dropped.
 async fn generate(
     target: Target,
+    in_flight: InFlight,
     request: ChatRequest,
     started: Instant,
     metrics: Arc<Metrics>,
@@ -59,6 +81,7 @@ async fn generate(
         started,
         cancel.drop_guard(),
         hard_stop,
+        in_flight,
     )))
 }
 
@@ -93,17 +116,32 @@ impl Pipeline {
     }
 
     /// Chat: route → cache (hit, or join an identical request in flight) → backend.
-    /// Dropping the returned events cancels the generation (once every request sharing
-    /// it has gone).
+    /// `tier` is the client's `x-sluice-tier` header. Dropping the returned events
+    /// cancels the generation (once every request sharing it has gone).
     pub async fn chat(
         &self,
         tenant: &Tenant,
         request: ChatRequest,
         directive: cache::Directive,
+        tier: Option<&str>,
     ) -> Result<Generation, ApiError> {
         let started = Instant::now();
-        let target = self.routes.resolve(&request.model, request.n)?;
-        tracing::debug!(tenant = tenant.as_str(), model = %target.model, backend = target.backend.name(), "routed");
+        let decision = self.routes.route(&request, tier, false)?;
+        self.count_route(&decision);
+        let routed = Routed::from(&decision);
+        let target = decision.target;
+        // Counted from the decision on (the load policy reads it), until the generation
+        // ends; a cache hit or a join of an identical request drops it unused.
+        let in_flight = target.enter();
+        tracing::debug!(tenant = tenant.as_str(), model = %target.served, reason = routed.reason.as_str(), backend = target.backend.name(), "routed");
+        let generation = |events, cache| Generation {
+            model: target.served.clone(),
+            routed: routed.clone(),
+            events,
+            cache,
+        };
+        // The cache key holds the deployment, tier included: an answer is replayed
+        // only for the tier that produced it, and reports that tier.
         let plan = self.cache.plan(
             tenant.as_str(),
             &target.model,
@@ -114,20 +152,14 @@ impl Pipeline {
         );
         let Some(plan) = plan else {
             self.cache.count(cache::Status::Bypass);
-            let events = self.start(target.clone(), request, started).await?;
-            return Ok(Generation {
-                model: target.model.clone(),
-                events,
-                cache: cache::Status::Bypass,
-            });
+            let events = self
+                .start(target.clone(), in_flight, request, started)
+                .await?;
+            return Ok(generation(events, cache::Status::Bypass));
         };
         if let Some(events) = self.cache.lookup(&plan).await {
             self.cache.count(cache::Status::Hit);
-            return Ok(Generation {
-                model: target.model.clone(),
-                events,
-                cache: cache::Status::Hit,
-            });
+            return Ok(generation(events, cache::Status::Hit));
         }
         let status = match directive {
             cache::Directive::Default => cache::Status::Miss,
@@ -137,25 +169,50 @@ impl Pipeline {
         let start = {
             let (target, metrics, hard_stop) =
                 (target.clone(), self.metrics.clone(), self.hard_stop.clone());
-            async move { generate(target, request, started, metrics, hard_stop).await }
+            async move { generate(target, in_flight, request, started, metrics, hard_stop).await }
         };
         let (events, _joined) = self.cache.generate(&plan, start);
-        Ok(Generation {
-            model: target.model.clone(),
-            events,
-            cache: status,
-        })
+        Ok(generation(events, status))
+    }
+
+    /// The route stage alone (`POST /v1/route`): where `request` would go now, with its
+    /// score and the features that weigh most. Generates nothing, counts nothing.
+    pub fn route(&self, request: &ChatRequest, tier: Option<&str>) -> Result<Decision, ApiError> {
+        Ok(self.routes.route(request, tier, true)?)
+    }
+
+    fn count_route(&self, decision: &Decision) {
+        let target = &decision.target;
+        let tier = target.tier.as_deref().unwrap_or("");
+        self.metrics
+            .route_requests
+            .with_label_values(&[&target.model, tier, decision.reason.as_str()])
+            .inc();
+        if let Some(score) = decision.score {
+            self.metrics
+                .route_score
+                .with_label_values(&[&target.model])
+                .observe(score);
+        }
+        if let Some(from) = &decision.scored_tier {
+            self.metrics
+                .route_load_moves
+                .with_label_values(&[&target.model, from, tier])
+                .inc();
+        }
     }
 
     /// A generation outside the cache: its start errors answer the request directly.
     async fn start(
         &self,
         target: Target,
+        in_flight: InFlight,
         request: ChatRequest,
         started: Instant,
     ) -> Result<EventStream, ApiError> {
         Ok(generate(
             target,
+            in_flight,
             request,
             started,
             self.metrics.clone(),
@@ -184,6 +241,20 @@ impl Pipeline {
         Ok(response)
     }
 
+    /// A tiered model's tiers, cheapest first (`None` for an unknown or pinned model).
+    pub fn tiers(&self, model: &str) -> Option<Vec<String>> {
+        self.routes.tiers(model)
+    }
+
+    /// What a tier's engine has done since start-up, where the backend measures it.
+    pub fn tier_totals(&self, model: &str, tier: &str) -> Option<crate::backend::TierTotals> {
+        let target = self.routes.tier(model, tier)?;
+        target
+            .backend
+            .tier_load(&target.deployment)
+            .map(|load| load.totals)
+    }
+
     /// The catalog, in config order.
     pub fn models(&self) -> &[ModelConfig] {
         &self.models
@@ -191,11 +262,7 @@ impl Pipeline {
 
     /// Bound a client-supplied model name to a safe metric label.
     pub fn model_label<'a>(&self, model: &'a str) -> &'a str {
-        if self.routes.contains(model) {
-            model
-        } else {
-            "unknown"
-        }
+        self.routes.logical(model).unwrap_or("unknown")
     }
 
     /// Readiness of every backend, checked concurrently.

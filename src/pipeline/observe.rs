@@ -1,7 +1,8 @@
 //! Wraps a backend's event stream to record what the client experiences: time to the
 //! first token, token counts and upstream errors. Dropping it (client gone) cancels the
 //! generation behind it through the held [`DropGuard`]; at the shutdown deadline the
-//! stream ends with `ShuttingDown` so the connection can close.
+//! stream ends with `ShuttingDown` so the connection can close. It also holds the
+//! target's in-flight count (what the load policy reads) until the generation ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOw
 use crate::domain::{Event, EventStream};
 use crate::error::BackendError;
 use crate::metrics::Metrics;
+use crate::pipeline::route::InFlight;
 
 pub struct Observed {
     inner: EventStream,
@@ -25,6 +27,7 @@ pub struct Observed {
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     ended: bool,
     _cancel_on_drop: DropGuard,
+    _in_flight: InFlight,
 }
 
 impl Observed {
@@ -36,6 +39,7 @@ impl Observed {
         started: Instant,
         cancel_on_drop: DropGuard,
         hard_stop: CancellationToken,
+        in_flight: InFlight,
     ) -> Self {
         Observed {
             inner,
@@ -47,6 +51,7 @@ impl Observed {
             stopped: Box::pin(hard_stop.cancelled_owned()),
             ended: false,
             _cancel_on_drop: cancel_on_drop,
+            _in_flight: in_flight,
         }
     }
 }

@@ -20,6 +20,8 @@ use tokenizers::Tokenizer;
 use super::decoder::{Decoder, Step};
 use super::kv::{attention_mask, KvStore};
 use super::sequence::{Job, Sequence, Vocab};
+use super::stats::TierStats;
+use crate::backend::TierLoad;
 use crate::backend::test_hooks;
 use crate::error::BackendError;
 
@@ -64,6 +66,7 @@ pub struct EngineHandle {
     alive: Arc<AtomicBool>,
     queue_depth: IntGauge,
     settings: EngineSettings,
+    stats: Arc<TierStats>,
 }
 
 impl EngineHandle {
@@ -77,15 +80,18 @@ impl EngineHandle {
         let (jobs, rx) = sync_channel(settings.queue_size);
         let waiting = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicBool::new(true));
+        let stats = Arc::new(TierStats::default());
         let handle = EngineHandle {
             jobs,
             waiting: waiting.clone(),
             alive: alive.clone(),
             queue_depth: metrics.queue_depth.clone(),
             settings: settings.clone(),
+            stats: stats.clone(),
         };
         let engine = Engine {
             alive,
+            stats,
             shared,
             settings: settings.clone(),
             metrics,
@@ -112,6 +118,14 @@ impl EngineHandle {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Queue depth, active sequences and measured step times, for the router.
+    pub fn load(&self) -> TierLoad {
+        self.stats.load(
+            self.waiting.load(Ordering::Relaxed),
+            self.settings.max_batch_size,
+        )
     }
 
     /// Queue a job, or refuse at once when the queue is full or the thread has stopped.
@@ -162,6 +176,8 @@ fn stopped(settings: &EngineSettings) -> BackendError {
 struct Engine {
     /// Shared with the handle; cleared by `drop` when the thread ends.
     alive: Arc<AtomicBool>,
+    /// What the router reads: step times, active sequences, cumulative work.
+    stats: Arc<TierStats>,
     decoder: Decoder,
     shared: Shared,
     settings: EngineSettings,
@@ -217,6 +233,7 @@ impl Engine {
             self.prefill(new);
             self.drop_done();
             self.metrics.active.set(self.seqs.len() as i64);
+            self.stats.set_active(self.seqs.len());
             if !self.seqs.is_empty() {
                 self.decode();
             }
@@ -228,6 +245,7 @@ impl Engine {
         self.drop_done();
         if self.seqs.is_empty() {
             self.metrics.active.set(0);
+            self.stats.set_active(0);
         }
         let mut new = Vec::new();
         let running = self.seqs.len();
@@ -336,9 +354,9 @@ impl Engine {
             Err(e) => return seq.fail(self.error(format!("prefill failed: {e}"))),
         };
         self.metrics.prompt_tokens.inc_by(len as u64);
-        self.metrics
-            .prefill_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.metrics.prefill_seconds.observe(took.as_secs_f64());
+        self.stats.prefilled(len, took);
         let vocab = vocab(&self.shared, &self.settings, &self.metrics);
         seq.step_checked(&mut out.logits[..out.vocab], &vocab);
         self.metrics.generated_tokens.inc();
@@ -392,9 +410,9 @@ impl Engine {
             }
         };
         self.metrics.batch_size.observe(batch as f64);
-        self.metrics
-            .decode_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.metrics.decode_seconds.observe(took.as_secs_f64());
+        self.stats.decoded(batch, took);
         self.metrics.generated_tokens.inc_by(batch as u64);
         let vocab_size = out.vocab;
         let vocab = vocab(&self.shared, &self.settings, &self.metrics);

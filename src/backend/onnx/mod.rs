@@ -21,6 +21,7 @@ mod prompt;
 mod runtime;
 mod sampler;
 mod sequence;
+mod stats;
 mod stop;
 mod toolcall;
 
@@ -40,7 +41,7 @@ use self::model::ModelFolder;
 use self::prompt::ChatTemplate;
 use self::sampler::SamplingParams;
 use self::sequence::Job;
-use super::{Backend, Deployment};
+use super::{Backend, Deployment, TierLoad};
 use crate::config::BackendConfig;
 use crate::domain::{
     ChatRequest, EmbedRequest, EmbedResponse, EventStream, ResponseFormat, ToolChoice,
@@ -368,6 +369,11 @@ impl Backend for OnnxBackend {
             ),
             param: Some("model"),
         })
+    }
+
+    fn tier_load(&self, deployment: &Deployment) -> Option<TierLoad> {
+        let tier = deployment.tier.as_deref().unwrap_or(&self.default_tier);
+        self.engines.get(tier).map(EngineHandle::load)
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
