@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine bench-cache bench-embed check-config model models clean
+.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine bench-cache bench-embed bench-mixed check-config model models clean
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -128,3 +128,10 @@ $(TRAIN_VENV)/.installed: training/requirements.txt
 	python3 -m venv $(TRAIN_VENV)
 	$(TRAIN_PY) -m pip install --quiet --disable-pip-version-check -r training/requirements.txt
 	touch $@
+
+# Quantization-tier routing on a mixed workload: the held-out prompts with 30% repeats at
+# 16 clients through batching + cache + routing (load policy off and on) vs the naive
+# set-up (most precise tier, max_batch_size = 1, cache off): req/s, tokens/s, p50/p95,
+# share per tier, quality retained (see loadtest/README.md). Not part of `make test`.
+bench-mixed: ort models
+	loadtest/mixed.sh

@@ -99,24 +99,31 @@ fn main() -> ExitCode {
             }
         },
         Command::Route {
-            command: RouteCommand::Calibrate {
-                config,
-                model,
-                data,
-                labels,
-                holdout,
-                quality,
-                fit_weights,
-                concurrency,
-                write_labels,
-            },
+            command:
+                RouteCommand::Calibrate {
+                    config,
+                    model,
+                    data,
+                    labels,
+                    holdout,
+                    quality,
+                    fit_weights,
+                    concurrency,
+                    write_labels,
+                },
         } => {
             init_tracing("text");
             let run = || -> anyhow::Result<String> {
                 let config = sluice::config::load(&config)
                     .with_context(|| format!("loading {}", config.display()))?;
                 let model = model
-                    .or_else(|| config.models.iter().find(|m| !m.tiers.is_empty()).map(|m| m.name.clone()))
+                    .or_else(|| {
+                        config
+                            .models
+                            .iter()
+                            .find(|m| !m.tiers.is_empty())
+                            .map(|m| m.name.clone())
+                    })
                     .context("the config has no tiered model (`tiers = [...]`) to calibrate")?;
                 let options = sluice::calibrate::Options {
                     model,
@@ -128,10 +135,13 @@ fn main() -> ExitCode {
                     concurrency,
                     write_labels,
                 };
-                let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-                Ok(runtime.block_on(sluice::calibrate::calibrate(config, &options, &|line| {
-                    eprintln!("{line}")
-                }))?)
+                let runtime =
+                    tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+                Ok(
+                    runtime.block_on(sluice::calibrate::calibrate(config, &options, &|line| {
+                        eprintln!("{line}")
+                    }))?,
+                )
             };
             match run() {
                 Ok(report) => {

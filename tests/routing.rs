@@ -95,19 +95,22 @@ async fn an_unknown_tier_is_a_400_that_lists_the_tiers() {
     let message = err["message"].as_str().unwrap();
     assert!(message.contains("int4, int8, fp32"), "{message}");
 
-    let (status, err) = error_of(post(&gw, &greedy("tiny", EASY, false, 8), Some("bf16")).await).await;
+    let (status, err) =
+        error_of(post(&gw, &greedy("tiny", EASY, false, 8), Some("bf16")).await).await;
     assert_eq!(status, 400);
     assert_eq!(err["param"], "x-sluice-tier");
 
     // Name and header disagreeing is a client mistake too.
-    let (status, _) = error_of(post(&gw, &greedy("tiny@int4", EASY, false, 8), Some("fp32")).await).await;
+    let (status, _) =
+        error_of(post(&gw, &greedy("tiny@int4", EASY, false, 8), Some("fp32")).await).await;
     assert_eq!(status, 400);
 
     // A pinned alias has exactly its own tier.
     let resp = post(&gw, &greedy("tiny-int4@int4", EASY, false, 8), None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-sluice-route-reason"), "single");
-    let (status, err) = error_of(post(&gw, &greedy("tiny-int4@fp32", EASY, false, 8), None).await).await;
+    let (status, err) =
+        error_of(post(&gw, &greedy("tiny-int4@fp32", EASY, false, 8), None).await).await;
     assert_eq!(status, 400);
     assert!(err["message"].as_str().unwrap().contains("int4"));
 
@@ -116,7 +119,11 @@ async fn an_unknown_tier_is_a_400_that_lists_the_tiers() {
     assert_eq!(status, 404);
     // And nothing above reached an engine.
     assert_eq!(
-        metric(&gw, "sluice_engine_tokens_total{backend=\"local\",tier=\"fp32\",kind=\"prompt\"}").await,
+        metric(
+            &gw,
+            "sluice_engine_tokens_total{backend=\"local\",tier=\"fp32\",kind=\"prompt\"}"
+        )
+        .await,
         0.0
     );
 }
@@ -143,7 +150,10 @@ async fn scored_requests_go_by_complexity_and_the_dry_run_agrees() {
         served.push((tier, dry));
     }
     assert_eq!(served[0].0, "int4", "a greeting goes to the cheapest tier");
-    assert_eq!(served[1].0, "fp32", "the long multi-step question to the most precise");
+    assert_eq!(
+        served[1].0, "fp32",
+        "the long multi-step question to the most precise"
+    );
     let top = served[1].1["top_features"].as_array().unwrap();
     assert!(!top.is_empty() && top.len() <= 5);
     assert_eq!(served[1].1["tiers"], json!(TIERS));
@@ -217,7 +227,10 @@ async fn burst(gw: &Gateway, n: usize) -> Vec<(String, String)> {
         .iter()
         .map(|r| {
             assert_eq!(r.status(), 200);
-            (header(r, "x-sluice-tier"), header(r, "x-sluice-route-reason"))
+            (
+                header(r, "x-sluice-tier"),
+                header(r, "x-sluice-route-reason"),
+            )
         })
         .collect()
 }
@@ -227,10 +240,15 @@ async fn a_saturated_tier_moves_a_burst_to_tiers_that_exist() {
     let load = "[route.load]\nenabled = true\nmax_queue = 0\n";
     let gw = start(1, NOEOS, load).await;
     let got = burst(&gw, 6).await;
-    assert!(got.iter().all(|(tier, _)| TIERS.contains(&tier.as_str())), "{got:?}");
+    assert!(
+        got.iter().all(|(tier, _)| TIERS.contains(&tier.as_str())),
+        "{got:?}"
+    );
     let moved = got.iter().filter(|(_, reason)| reason == "load").count();
     assert!(moved >= 1, "nothing moved off the busy fp32 tier: {got:?}");
-    assert!(got.iter().any(|(tier, reason)| tier == "fp32" && reason == "scored"));
+    assert!(got
+        .iter()
+        .any(|(tier, reason)| tier == "fp32" && reason == "scored"));
     let counted = metric(
         &gw,
         "sluice_route_load_moves_total{from=\"fp32\",model=\"tiny\",to=\"int8\"}",
@@ -249,7 +267,8 @@ async fn without_the_load_policy_a_burst_waits_for_its_tier() {
     let gw = start(1, NOEOS, "").await;
     let got = burst(&gw, 4).await;
     assert!(
-        got.iter().all(|(tier, reason)| tier == "fp32" && reason == "scored"),
+        got.iter()
+            .all(|(tier, reason)| tier == "fp32" && reason == "scored"),
         "{got:?}"
     );
 }
@@ -267,8 +286,18 @@ async fn ollama_tiers_are_tags_of_the_upstream_model() {
     let resp = post(&gw, &common::chat_body("llama@fp16", "Hello"), None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-sluice-tier"), "fp16");
-    assert_eq!(ollama.state.last_request()["model"], "llama3.2:3b-instruct-fp16");
-    let chunks = parse_chunks(&stream_data(&gw, &streaming(common::chat_body("llama", "Hi"))).await);
-    assert!(chunks.iter().all(|c| c.model == "llama@q4_K_M"), "a greeting scores low");
-    assert_eq!(ollama.state.last_request()["model"], "llama3.2:3b-instruct-q4_K_M");
+    assert_eq!(
+        ollama.state.last_request()["model"],
+        "llama3.2:3b-instruct-fp16"
+    );
+    let chunks =
+        parse_chunks(&stream_data(&gw, &streaming(common::chat_body("llama", "Hi"))).await);
+    assert!(
+        chunks.iter().all(|c| c.model == "llama@q4_K_M"),
+        "a greeting scores low"
+    );
+    assert_eq!(
+        ollama.state.last_request()["model"],
+        "llama3.2:3b-instruct-q4_K_M"
+    );
 }

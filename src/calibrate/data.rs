@@ -172,49 +172,41 @@ fn json_message(e: &serde_json::Error) -> String {
 
 type FieldError = (String, String);
 
-fn bad(field: &str, message: impl Into<String>) -> FieldError {
-    (field.to_owned(), message.into())
+fn bad<T>(field: &str, message: impl Into<String>) -> Result<T, FieldError> {
+    Err((field.to_owned(), message.into()))
 }
 
 fn prompt(value: Value) -> Result<Prompt, FieldError> {
     let Value::Object(mut obj) = value else {
-        return Err(bad("", "expected a JSON object"));
+        return bad("", "expected a JSON object");
     };
     const FIELDS: [&str; 5] = ["id", "source", "category", "request", "check"];
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(bad(
-            k,
-            format!("unknown field (expected {})", FIELDS.join(", ")),
-        ));
+        return bad(k, format!("unknown field (expected {})", FIELDS.join(", ")));
     }
     let id = match obj.remove("id") {
         Some(Value::String(s)) if !s.trim().is_empty() => s,
-        Some(Value::String(_)) => return Err(bad("id", "must not be empty")),
-        Some(_) => return Err(bad("id", "expected a string")),
-        None => return Err(bad("id", "missing")),
+        Some(Value::String(_)) => return bad("id", "must not be empty"),
+        Some(_) => return bad("id", "expected a string"),
+        None => return bad("id", "missing"),
     };
     let source = optional_string(&mut obj, "source")?;
     let category = optional_string(&mut obj, "category")?;
     let request = match obj.remove("request") {
         Some(Value::Object(r)) => r,
-        Some(_) => {
-            return Err(bad(
-                "request",
-                "expected a chat-completions body (an object)",
-            ))
-        }
-        None => return Err(bad("request", "missing")),
+        Some(_) => return bad("request", "expected a chat-completions body (an object)"),
+        None => return bad("request", "missing"),
     };
     if request.contains_key("model") {
-        return Err(bad(
+        return bad(
             "request.model",
             "leave it out: the runner sets each tier's model",
-        ));
+        );
     }
     match request.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => {}
-        Some(_) => return Err(bad("request.messages", "expected a non-empty array")),
-        None => return Err(bad("request.messages", "missing")),
+        Some(_) => return bad("request.messages", "expected a non-empty array"),
+        None => return bad("request.messages", "missing"),
     }
     let check = match obj.remove("check") {
         None | Some(Value::Null) => None,
@@ -233,7 +225,7 @@ fn optional_string(obj: &mut Map<String, Value>, key: &str) -> Result<Option<Str
     match obj.remove(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(bad(key, "expected a string")),
+        Some(_) => bad(key, "expected a string"),
     }
 }
 
@@ -241,56 +233,56 @@ const KINDS: &str = "number, contains, label, equals, tool";
 
 fn check(value: Value) -> Result<Check, FieldError> {
     let Value::Object(mut obj) = value else {
-        return Err(bad(
+        return bad(
             "check",
             "expected an object like {\"kind\": \"number\", \"answers\": [\"63\"]}",
-        ));
+        );
     };
     if let Some(k) = obj
         .keys()
         .find(|k| !["kind", "answers", "labels"].contains(&k.as_str()))
     {
-        return Err(bad(
+        return bad(
             &format!("check.{k}"),
             "unknown field (expected kind, answers, labels)",
-        ));
+        );
     }
     let kind = match obj.remove("kind") {
         Some(Value::String(s)) => s,
-        Some(_) => return Err(bad("check.kind", format!("expected a string ({KINDS})"))),
-        None => return Err(bad("check.kind", format!("missing ({KINDS})"))),
+        Some(_) => return bad("check.kind", format!("expected a string ({KINDS})")),
+        None => return bad("check.kind", format!("missing ({KINDS})")),
     };
     if !["number", "contains", "label", "equals", "tool"].contains(&kind.as_str()) {
-        return Err(bad(
+        return bad(
             "check.kind",
             format!("unknown kind {kind:?} (expected {KINDS})"),
-        ));
+        );
     }
     let answers = strings(obj.remove("answers"), "check.answers")?;
     let labels = obj.remove("labels");
     if kind != "label" && labels.is_some() {
-        return Err(bad(
+        return bad(
             "check.labels",
             format!("only a `label` check has labels (this is `{kind}`)"),
-        ));
+        );
     }
     let one = |what: &str| -> Result<String, FieldError> {
         match answers.as_slice() {
             [a] => Ok(a.clone()),
-            _ => Err(bad(
+            _ => bad(
                 "check.answers",
                 format!("a `{kind}` check has exactly one answer ({what})"),
-            )),
+            ),
         }
     };
     Ok(match kind.as_str() {
         "number" => {
             for (i, a) in answers.iter().enumerate() {
                 if a.replace(',', "").trim().parse::<f64>().is_err() {
-                    return Err(bad(
+                    return bad(
                         &format!("check.answers[{i}]"),
                         format!("{a:?} is not a number"),
-                    ));
+                    );
                 }
             }
             Check::Number(answers)
@@ -302,10 +294,10 @@ fn check(value: Value) -> Result<Check, FieldError> {
             let expected = one("the right label")?;
             let labels = strings(labels, "check.labels")?;
             if !labels.iter().any(|l| normalize(l) == normalize(&expected)) {
-                return Err(bad(
+                return bad(
                     "check.answers[0]",
                     format!("{expected:?} is not one of the labels {labels:?}"),
-                ));
+                );
             }
             Check::Label { labels, expected }
         }
@@ -315,21 +307,21 @@ fn check(value: Value) -> Result<Check, FieldError> {
 /// A non-empty array of non-blank strings.
 fn strings(value: Option<Value>, field: &str) -> Result<Vec<String>, FieldError> {
     let Some(Value::Array(items)) = value else {
-        return Err(bad(field, "expected a non-empty array of strings"));
+        return bad(field, "expected a non-empty array of strings");
     };
     if items.is_empty() {
-        return Err(bad(field, "expected a non-empty array of strings"));
+        return bad(field, "expected a non-empty array of strings");
     }
     items
         .into_iter()
         .enumerate()
         .map(|(i, v)| match v {
             Value::String(s) if !s.trim().is_empty() => Ok(s),
-            Value::String(_) => Err(bad(&format!("{field}[{i}]"), "must not be blank")),
-            other => Err(bad(
+            Value::String(_) => bad(&format!("{field}[{i}]"), "must not be blank"),
+            other => bad(
                 &format!("{field}[{i}]"),
                 format!("expected a string, not {other}"),
-            )),
+            ),
         })
         .collect()
 }
@@ -354,8 +346,9 @@ impl Check {
             Check::Contains(answers) => answers.iter().any(|a| {
                 let needle: Vec<char> = normalize(a).chars().collect();
                 occurrences(&text, &needle).into_iter().any(|(start, end)| {
-                    !(start > 0 && is_word(text[start - 1]))
-                        && !text.get(end).is_some_and(|&c| is_word(c))
+                    let before = start.checked_sub(1).map(|i| text[i]);
+                    let after = text.get(end).copied();
+                    !before.is_some_and(is_word) && !after.is_some_and(is_word)
                 })
             }),
             Check::Label { labels, expected } => {
@@ -593,80 +586,53 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_line_and_the_field() {
-        let good = r#"{"id":"a","request":{"messages":[{"role":"user","content":"q"}]}}"#;
-        let cases = [
-            (
-                r#"{"id":"b","request":{"messages":[{"role":"user","content":"q"}]},"check":{"kind":"foo","answers":["1"]}}"#,
-                r#"prompts.jsonl:3: check.kind: unknown kind "foo" (expected number, contains, label, equals, tool)"#,
-            ),
-            (
-                r#"{"id":"b","request":{"messages":[]}}"#,
-                "prompts.jsonl:3: request.messages: expected a non-empty array",
-            ),
-            (
-                r#"{"id":"b","request":{"model":"x","messages":[{"role":"user","content":"q"}]}}"#,
-                "prompts.jsonl:3: request.model: leave it out",
-            ),
-            (
-                r#"{"request":{"messages":[{"role":"user","content":"q"}]}}"#,
-                "prompts.jsonl:3: id: missing",
-            ),
-            (
-                r#"{"id":"a","request":{"messages":[{"role":"user","content":"q"}]}}"#,
-                "prompts.jsonl:3: id: \"a\" is also the id on line 1",
-            ),
-            (
-                r#"{"id":"b","prompt":"q"}"#,
-                "prompts.jsonl:3: prompt: unknown field",
-            ),
-            (
-                r#"{"id":"b","request":{"messages":[{"role":"user","content":"q"}]},"check":{"kind":"number","answers":["sixty"]}}"#,
-                "prompts.jsonl:3: check.answers[0]: \"sixty\" is not a number",
-            ),
-            (
-                r#"{"id":"b","request":{"messages":[{"role":"user","content":"q"}]},"check":{"kind":"label","answers":["maybe"],"labels":["yes","no"]}}"#,
-                "prompts.jsonl:3: check.answers[0]: \"maybe\" is not one of the labels",
-            ),
-            (
-                r#"{"id":"b","request":{"messages":[{"role":"user","content":"q"}]},"check":{"kind":"contains","answers":[]}}"#,
-                "prompts.jsonl:3: check.answers: expected a non-empty array",
-            ),
-            (
-                r#"{"id":"b","request":{"messages":[{"role":"user","content":"q"}]},"check":{"kind":"tool","answers":["a","b"]}}"#,
-                "prompts.jsonl:3: check.answers: a `tool` check has exactly one answer",
-            ),
-            ("{not json", "prompts.jsonl:3: not valid JSON"),
-        ];
-        for (bad, expected) in cases {
-            let err = one(&format!("{good}\n\n{bad}\n")).unwrap_err().to_string();
-            assert!(err.starts_with(expected), "{err}\n  expected: {expected}");
+        let req = r#""request":{"messages":[{"role":"user","content":"q"}]}"#;
+        let cases = r#"
+{"id":"b",REQ,"check":{"kind":"foo","answers":["1"]}} => check.kind: unknown kind "foo" (expected number, contains, label, equals, tool)
+{"id":"b","request":{"messages":[]}} => request.messages: expected a non-empty array
+{"id":"b","request":{"model":"x","messages":[{"role":"user","content":"q"}]}} => request.model: leave it out
+{REQ} => id: missing
+{"id":"a",REQ} => id: "a" is also the id on line 1
+{"id":"b","prompt":"q"} => prompt: unknown field
+{"id":"b",REQ,"check":{"kind":"number","answers":["sixty"]}} => check.answers[0]: "sixty" is not a number
+{"id":"b",REQ,"check":{"kind":"label","answers":["maybe"],"labels":["yes","no"]}} => check.answers[0]: "maybe" is not one of the labels
+{"id":"b",REQ,"check":{"kind":"contains","answers":[]}} => check.answers: expected a non-empty array
+{"id":"b",REQ,"check":{"kind":"tool","answers":["a","b"]}} => check.answers: a `tool` check has exactly one answer
+{"id":"b",REQ,"check":{"kind":"equals","answers":["x"],"labels":["x"]}} => check.labels: only a `label` check
+{not json => not valid JSON: key must be a string (column 2)"#;
+        for case in cases.lines().filter(|l| !l.is_empty()) {
+            let (bad, expected) = case.split_once(" => ").unwrap();
+            let text = format!("{{\"id\":\"a\",{req}}}\n\n{}\n", bad.replace("REQ", req));
+            let err = one(&text).unwrap_err().to_string();
+            let expected = format!("prompts.jsonl:3: {expected}");
+            assert!(err.starts_with(&expected), "{err}\n  expected: {expected}");
         }
-        assert_eq!(
-            one("\n  \n").unwrap_err().to_string(),
-            "prompts.jsonl: no prompts in the file"
-        );
+        let empty = one("\n  \n").unwrap_err().to_string();
+        assert_eq!(empty, "prompts.jsonl: no prompts in the file");
+    }
+
+    #[test]
+    fn the_shipped_prompt_and_label_files_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/route");
+        let mut prompts = 0;
+        for path in std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()) {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.contains(".labels") {
+                read_labels(&path).unwrap_or_else(|e| panic!("{e}"));
+            } else if name.ends_with(".jsonl") {
+                prompts += read(&path).unwrap_or_else(|e| panic!("{e}")).len();
+            }
+        }
+        assert!(prompts > 100, "{prompts} prompts in {}", dir.display());
     }
 
     #[test]
     fn number_finds_whole_numbers_only() {
         let c = check_of(r#"{"kind":"number","answers":["1063"]}"#);
-        for ok in [
-            "The answer is 1,063.",
-            "1063",
-            "= 1063!",
-            "x 1063 y",
-            "-1063",
-        ] {
+        for ok in "The answer is 1,063.|1063|= 1063!|x 1063 y|-1063".split('|') {
             assert!(c.passes(&text(ok)), "{ok}");
         }
-        for bad in [
-            "10630",
-            "11063",
-            "1063.5",
-            "3.1063",
-            "106 3",
-            "one thousand",
-        ] {
+        for bad in "10630|11063|1063.5|3.1063|106 3|one thousand".split('|') {
             assert!(!c.passes(&text(bad)), "{bad}");
         }
         let c = check_of(r#"{"kind":"number","answers":["1,000,000"]}"#);

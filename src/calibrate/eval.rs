@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::data::{Labelled, N};
 use super::fit::{self, Fit, FitError, FitOptions};
+use crate::config::Weights;
 
 /// One labelled prompt as the fit and the evaluation see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,10 +49,53 @@ impl Sample {
         i + 1 >= self.tiers() || self.same_as_top.get(i).copied().unwrap_or(false)
     }
 
-    /// The cheapest tier whose answer is acceptable: what a perfect router picks.
+    /// The tier a perfect router picks: the acceptable tier of least *measured* cost
+    /// (ties to the less precise). On a CPU a 4-bit tier can cost more than an 8-bit
+    /// one, so list order is not cost order.
     pub fn label(&self) -> usize {
+        let cost = |i: usize| self.cost.get(i).copied().unwrap_or(f64::INFINITY);
+        (0..self.tiers())
+            .filter(|&i| self.ok_at(i))
+            .min_by(|&a, &b| cost(a).total_cmp(&cost(b)).then(a.cmp(&b)))
+            .unwrap_or(0)
+    }
+
+    /// The least precise tier whose answer is acceptable (list order): what the scorer
+    /// learns to predict, since a higher score means "needs a more precise tier".
+    pub fn needs(&self) -> usize {
         (0..self.tiers()).find(|&i| self.ok_at(i)).unwrap_or(0)
     }
+}
+
+/// Check that samples can be fitted and evaluated: at least one, all with the same
+/// number of tiers (returned), one value per tier in each list, finite features, and
+/// costs ≥ 0.
+pub fn validate(samples: &[Sample]) -> Result<usize, FitError> {
+    let k = samples.first().ok_or(FitError::NoSamples)?.tiers();
+    for (index, s) in samples.iter().enumerate() {
+        let bad = |message: String| Err(FitError::Sample { index, message });
+        if k == 0 {
+            return bad("no tiers".to_owned());
+        }
+        let lens = [
+            ("ok", s.ok.len()),
+            ("cost", s.cost.len()),
+            ("same_as_top", s.same_as_top.len()),
+        ];
+        if let Some((field, len)) = lens.iter().find(|(_, len)| *len != k) {
+            return bad(format!("{field} has {len} values for {k} tiers"));
+        }
+        if let Some(j) = s.features.iter().position(|f| !f.is_finite()) {
+            return bad(format!("feature {} is not finite", Weights::NAMES[j]));
+        }
+        if let Some(t) = s.cost.iter().position(|c| !(c.is_finite() && *c >= 0.0)) {
+            return bad(format!(
+                "cost[{t}] = {} is not a duration in seconds",
+                s.cost[t]
+            ));
+        }
+    }
+    Ok(k)
 }
 
 /// The samples of a label file.
@@ -260,10 +304,44 @@ pub fn table<S: AsRef<str>>(rows: &[(S, Eval)], tiers: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::calibrate::fit::tests::decided_by;
-    use crate::config::Weights;
+
+    /// splitmix64 in [0, 1): deterministic test data without a crate.
+    pub(crate) struct Rng(pub u64);
+    impl Rng {
+        pub(crate) fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Tier t (of `costs.len()`) is acceptable iff `f < t + 1`; the top always is.
+    pub(crate) fn sample(features: [f64; N], f: f64, costs: &[f64]) -> Sample {
+        let k = costs.len();
+        let ok: Vec<bool> = (0..k).map(|t| t + 1 == k || f < (t + 1) as f64).collect();
+        Sample {
+            features,
+            same_as_top: ok.clone(),
+            ok,
+            cost: costs.to_vec(),
+        }
+    }
+
+    /// `n` prompts whose feature `j` (uniform in [0, 3)) decides the tier; the other
+    /// features are noise in [0, 3).
+    pub(crate) fn decided_by(j: usize, n: usize, seed: u64) -> Vec<Sample> {
+        let mut rng = Rng(seed);
+        (0..n)
+            .map(|_| {
+                let features: [f64; N] = std::array::from_fn(|_| 3.0 * rng.next());
+                sample(features, features[j], &[1.0, 2.0, 4.0])
+            })
+            .collect()
+    }
 
     fn tiers() -> Vec<String> {
         ["int4", "int8", "fp32"].map(String::from).to_vec()
@@ -321,16 +399,6 @@ mod tests {
         );
         assert!(random.quality + 0.2 < fit.train.quality, "{random:?}");
         assert!(random.macro_f1 < fit.train.macro_f1);
-    }
-
-    #[test]
-    fn zz_show() {
-        let samples = decided_by(3, 2000, 2);
-        let t = std::time::Instant::now();
-        let fit = calibrated(&samples, 0.95);
-        eprintln!("fit {:?}", t.elapsed());
-        let rows = report(&samples, &fit, &tiers(), 0.95).unwrap();
-        eprintln!("{}\n{}\n{:?}\n{:?}", table(&rows, &tiers()), fit::config_block("m", &fit), fit.notes, t.elapsed());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! answers stays at or above the quality target. Pure and deterministic.
 
 use super::data::N;
-use super::eval::{evaluate, Eval, Sample};
+use super::eval::{evaluate, validate, Eval, Sample};
 use crate::config::Weights;
 
 /// What to fit.
@@ -113,7 +113,7 @@ pub fn fit_masked(
     if options.fit_weights {
         let y: Vec<f64> = samples
             .iter()
-            .map(|s| f64::from(u8::from(s.label() > 0)))
+            .map(|s| f64::from(u8::from(s.needs() > 0)))
             .collect();
         let positives = y.iter().sum::<f64>();
         if k < 2 {
@@ -172,32 +172,7 @@ fn check(samples: &[Sample], options: &FitOptions) -> Result<(), FitError> {
             options.weights[j]
         )));
     }
-    let k = samples.first().ok_or(FitError::NoSamples)?.tiers();
-    for (index, s) in samples.iter().enumerate() {
-        let bad = |message: String| Err(FitError::Sample { index, message });
-        if k == 0 {
-            return bad("no tiers".to_owned());
-        }
-        for (field, len) in [
-            ("ok", s.ok.len()),
-            ("cost", s.cost.len()),
-            ("same_as_top", s.same_as_top.len()),
-        ] {
-            if len != k {
-                return bad(format!("{field} has {len} values for {k} tiers"));
-            }
-        }
-        if let Some(j) = s.features.iter().position(|f| !f.is_finite()) {
-            return bad(format!("feature {} is not finite", Weights::NAMES[j]));
-        }
-        if let Some(t) = s.cost.iter().position(|c| !(c.is_finite() && *c >= 0.0)) {
-            return bad(format!(
-                "cost[{t}] = {} is not a duration in seconds",
-                s.cost[t]
-            ));
-        }
-    }
-    Ok(())
+    validate(samples).map(|_| ())
 }
 
 /// Logistic regression of `y` on the features: standardised inside, projected onto
@@ -367,24 +342,26 @@ pub fn fit_thresholds(scores: &[f64], samples: &[Sample], quality: f64) -> Vec<f
         }
         let g = values.len();
         for t in 0..k {
-            cost[t][g] += samples[i].cost[t];
+            cost[t][g] += samples[i].cost.get(t).copied().unwrap_or(0.0);
             ok[t][g] += usize::from(samples[i].ok_at(t));
         }
     }
     let m = values.len();
+    let eps = 1e-9 * cost.iter().map(|c| c[m]).sum::<f64>().max(1.0);
     let table = Table {
+        full_cut: values.last().is_none_or(|&v| v < 1.0),
+        required: ((quality * order.len() as f64) - 1e-9).ceil().max(0.0) as usize,
+        eps,
         cost,
         ok,
         m,
         k,
-        full_cut: values.last().is_none_or(|&v| v < 1.0),
     };
-    let required = ((quality * order.len() as f64) - 1e-9).ceil().max(0.0) as usize;
     let tuples = (1..k).fold(1.0, |acc, i| acc * (m + i) as f64 / i as f64);
     let cuts = if tuples <= EXACT_BUDGET {
-        table.exact(required)
+        table.exact()
     } else {
-        table.lagrangian(required)
+        table.lagrangian()
     };
     cuts.iter()
         .map(|&c| match c {
@@ -403,6 +380,10 @@ struct Table {
     k: usize,
     /// Whether a cut after the last group is possible (threshold 1 needs scores < 1).
     full_cut: bool,
+    /// Least number of acceptable answers.
+    required: usize,
+    /// Costs this close are equal.
+    eps: f64,
 }
 
 impl Table {
@@ -422,34 +403,29 @@ impl Table {
         }
     }
 
-    fn eps(&self) -> f64 {
-        1e-9 * self.cost.iter().map(|c| c[self.m]).sum::<f64>().max(1.0)
-    }
-
     /// Every non-decreasing tuple of cuts; the first (most precise) of equal ones wins.
-    fn exact(&self, required: usize) -> Vec<usize> {
+    fn exact(&self) -> Vec<usize> {
         let mut best = (f64::INFINITY, 0, vec![0; self.k - 1]);
         let mut cuts = Vec::with_capacity(self.k - 1);
-        self.walk(0, 0, 0.0, 0, required, &mut cuts, &mut best);
+        self.walk(0, (0, 0.0, 0), &mut cuts, &mut best);
         best.2
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Cuts for tiers `tier..`, the tiers before costing `cost` with `ok` acceptable
+    /// answers on the groups before `from`.
     fn walk(
         &self,
         tier: usize,
-        from: usize,
-        cost: f64,
-        ok: usize,
-        required: usize,
+        (from, cost, ok): (usize, f64, usize),
         cuts: &mut Vec<usize>,
         best: &mut (f64, usize, Vec<usize>),
     ) {
         if tier == self.k - 1 {
             let (c, o) = self.segment(tier, from, self.m);
             let (cost, ok) = (cost + c, ok + o);
-            let eps = self.eps();
-            if ok >= required && (cost < best.0 - eps || (cost <= best.0 + eps && ok > best.1)) {
+            let eps = self.eps;
+            if ok >= self.required && (cost < best.0 - eps || (cost <= best.0 + eps && ok > best.1))
+            {
                 *best = (cost, ok, cuts.clone());
             }
             return;
@@ -457,14 +433,15 @@ impl Table {
         for cut in from..=self.last_cut().max(from) {
             let (c, o) = self.segment(tier, from, cut);
             cuts.push(cut);
-            self.walk(tier + 1, cut, cost + c, ok + o, required, cuts, best);
+            self.walk(tier + 1, (cut, cost + c, ok + o), cuts, best);
             cuts.pop();
         }
     }
 
     /// Least `cost - λ·ok` by dynamic programming, λ bisected to the least that meets
     /// `required`: exact on the convex hull of the cost-quality frontier.
-    fn lagrangian(&self, required: usize) -> Vec<usize> {
+    fn lagrangian(&self) -> Vec<usize> {
+        let required = self.required;
         let solve = |lambda: f64| -> (Vec<usize>, usize) {
             let w = |t: usize, c: usize| self.cost[t][c] - lambda * self.ok[t][c] as f64;
             let last = self.last_cut();
@@ -541,45 +518,10 @@ pub fn config_block(model: &str, fit: &Fit) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::calibrate::eval::tests::{decided_by, sample};
     use proptest::prelude::*;
-
-    /// splitmix64 in [0, 1): deterministic test data without a crate.
-    pub(crate) struct Rng(pub u64);
-    impl Rng {
-        pub(crate) fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
-
-    /// Tier t (of `costs.len()`) is acceptable iff `f < t + 1`; the top always is.
-    pub(crate) fn sample(features: [f64; N], f: f64, costs: &[f64]) -> Sample {
-        let k = costs.len();
-        let ok: Vec<bool> = (0..k).map(|t| t + 1 == k || f < (t + 1) as f64).collect();
-        Sample {
-            features,
-            same_as_top: ok.clone(),
-            ok,
-            cost: costs.to_vec(),
-        }
-    }
-
-    /// `n` prompts whose feature `j` (uniform in [0, 3)) decides the tier; the other
-    /// features are noise in [0, 3).
-    pub(crate) fn decided_by(j: usize, n: usize, seed: u64) -> Vec<Sample> {
-        let mut rng = Rng(seed);
-        (0..n)
-            .map(|_| {
-                let features: [f64; N] = std::array::from_fn(|_| 3.0 * rng.next());
-                sample(features, features[j], &[1.0, 2.0, 4.0])
-            })
-            .collect()
-    }
 
     fn on_feature_0(n: usize) -> Vec<Sample> {
         (0..n)
@@ -756,19 +698,10 @@ pub(crate) mod tests {
         assert_eq!(route.bias, Some(fit.bias));
         assert_eq!(route.thresholds, fit.thresholds);
         assert_eq!(route.weights.map(|w| w.values()), Some(fit.weights));
-        for line in block.lines().filter(|l| !l.starts_with('#')) {
-            for number in
-                line.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '-'))
-            {
-                let digits = number
-                    .split('e')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches(['-', '0', '.'])
-                    .replace('.', "");
-                assert!(digits.len() <= 17, "{line}");
-            }
-        }
+        // Printed as fitted: 4 significant digits.
+        assert!(std::iter::once(&fit.bias)
+            .chain(&fit.weights)
+            .all(|&x| round_sig(x, 4) == x));
     }
 
     fn arbitrary_samples() -> impl Strategy<Value = (Vec<Sample>, f64, bool)> {
@@ -794,25 +727,18 @@ pub(crate) mod tests {
 
     /// The cheapest routing meeting `q` over every non-decreasing pair of candidate
     /// thresholds (0, 1, midpoints), the slow way.
-    fn brute_force(scores: &[f64], samples: &[Sample], q: f64) -> f64 {
-        let mut cands = vec![0.0, 1.0];
-        let mut sorted = scores.to_vec();
+    fn brute_force(score: impl Fn(&Sample) -> f64, samples: &[Sample], q: f64) -> f64 {
+        let mut sorted: Vec<f64> = samples.iter().map(&score).collect();
         sorted.sort_by(f64::total_cmp);
-        cands.extend(
-            sorted
-                .windows(2)
-                .filter(|w| w[0] < w[1])
-                .map(|w| (w[0] + w[1]) / 2.0),
-        );
+        let mids = sorted
+            .windows(2)
+            .filter(|w| w[0] < w[1])
+            .map(|w| (w[0] + w[1]) / 2.0);
+        let cands: Vec<f64> = [0.0, 1.0].into_iter().chain(mids).collect();
         let mut best = f64::INFINITY;
         for &a in &cands {
             for &b in cands.iter().filter(|&&b| b >= a) {
-                let e = evaluate(samples, |s| {
-                    route(
-                        &[a, b],
-                        scores[samples.iter().position(|x| std::ptr::eq(x, s)).unwrap()],
-                    )
-                });
+                let e = evaluate(samples, |s| route(&[a, b], score(s)));
                 if e.quality >= q - 1e-9 {
                     best = best.min(e.cost);
                 }
@@ -844,15 +770,15 @@ pub(crate) mod tests {
             coarse in any::<bool>(),
         ) {
             // Coarse scores make ties between prompts.
-            let scores: Vec<f64> = samples.iter().map(|s| {
+            let score = |s: &Sample| {
                 let x = sigmoid(s.features[0] / 300.0);
                 if coarse { (x * 4.0).round() / 4.0 } else { x }
-            }).collect();
+            };
+            let scores: Vec<f64> = samples.iter().map(score).collect();
             let thresholds = fit_thresholds(&scores, &samples, q);
-            let index = |s: &Sample| samples.iter().position(|x| std::ptr::eq(x, s)).unwrap();
-            let e = evaluate(&samples, |s| route(&thresholds, scores[index(s)]));
+            let e = evaluate(&samples, |s| route(&thresholds, score(s)));
             prop_assert!(e.quality >= q - 1e-9);
-            let best = brute_force(&scores, &samples, q);
+            let best = brute_force(score, &samples, q);
             prop_assert!(e.cost <= best + 1e-9, "{} > {best}", e.cost);
         }
     }

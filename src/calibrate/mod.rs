@@ -98,11 +98,8 @@ pub async fn calibrate(
             },
         ),
         (None, Some(prompts)) => {
-            let pipeline = Pipeline::new(
-                &config,
-                Arc::new(Metrics::new()?),
-                CancellationToken::new(),
-            )?;
+            let pipeline =
+                Pipeline::new(&config, Arc::new(Metrics::new()?), CancellationToken::new())?;
             let tiers = pipeline
                 .tiers(&options.model)
                 .ok_or_else(|| CalibrateError::NotTiered(options.model.clone()))?;
@@ -137,12 +134,18 @@ pub async fn calibrate(
         }
         _ => {
             return Err(CalibrateError::Usage(
-                "give exactly one of --data (prompts to run) and --labels (labels to refit)"
-                    .into(),
+                "give exactly one of --data (prompts to run) and --labels (labels to refit)".into(),
             ))
         }
     };
-    report(options, &model_cfg.tiers, bias, weights, &train, holdout.as_deref())
+    report(
+        options,
+        &model_cfg.tiers,
+        bias,
+        weights,
+        &train,
+        holdout.as_deref(),
+    )
 }
 
 /// `labels.jsonl` → `labels.heldout.jsonl`.
@@ -163,7 +166,11 @@ fn report(
     train: &[data::Labelled],
     holdout: Option<&[data::Labelled]>,
 ) -> Result<String, CalibrateError> {
-    if let Some(bad) = train.iter().chain(holdout.unwrap_or_default()).find(|l| l.tiers != tiers) {
+    if let Some(bad) = train
+        .iter()
+        .chain(holdout.unwrap_or_default())
+        .find(|l| l.tiers != tiers)
+    {
         return Err(CalibrateError::Usage(format!(
             "label `{}` is for tiers [{}], the model has [{}]",
             bad.id,
@@ -235,6 +242,9 @@ fn held_out(
     for (i, tier) in tiers.iter().enumerate() {
         rows.push((format!("always {tier}"), eval::evaluate(held, |_| i)));
     }
-    rows.push(("oracle".to_owned(), eval::evaluate(held, eval::Sample::label)));
+    rows.push((
+        "oracle".to_owned(),
+        eval::evaluate(held, eval::Sample::label),
+    ));
     Ok(rows)
 }

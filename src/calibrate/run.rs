@@ -122,7 +122,9 @@ pub async fn measure(
 /// Seconds per prompt token and per generated token between two readings.
 fn per_token(before: &TierTotals, after: &TierTotals) -> Option<(f64, f64)> {
     let prompt = after.prompt_tokens.checked_sub(before.prompt_tokens)?;
-    let generated = after.generated_tokens.checked_sub(before.generated_tokens)?;
+    let generated = after
+        .generated_tokens
+        .checked_sub(before.generated_tokens)?;
     if prompt == 0 || generated == 0 {
         return None;
     }

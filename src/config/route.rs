@@ -177,7 +177,12 @@ impl Default for Weights {
 /// Routing checks, each problem with its key path: tier names, thresholds, weights.
 pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, String)) {
     use super::{BackendKind, OnnxTask};
-    check_scorer("route", Some(config.route.bias), &config.route.weights, issue);
+    check_scorer(
+        "route",
+        Some(config.route.bias),
+        &config.route.weights,
+        issue,
+    );
     if config.route.load.max_step_time.is_some_and(|d| d.is_zero()) {
         issue(
             "route.load.max_step_time".into(),
@@ -193,12 +198,14 @@ pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, St
             );
         }
         let route = &model.route;
-        let routed = route.bias.is_some() || route.weights.is_some() || !route.thresholds.is_empty();
+        let routed =
+            route.bias.is_some() || route.weights.is_some() || !route.thresholds.is_empty();
         if model.tiers.is_empty() {
             if routed {
                 issue(
                     format!("{path}.route"),
-                    "routing settings need `tiers` to route between; add tiers or remove route".into(),
+                    "routing settings need `tiers` to route between; add tiers or remove route"
+                        .into(),
                 );
             }
             continue;
@@ -211,22 +218,27 @@ pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, St
         }
         let mut seen = std::collections::HashSet::new();
         for (t, tier) in model.tiers.iter().enumerate() {
-            let ok = !tier.is_empty()
-                && tier.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+            let ok = !tier.is_empty() && tier.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
             if !ok {
                 issue(
                     format!("{path}.tiers[{t}]"),
                     format!("`{tier}` is not a tier name: visible ASCII without `@`"),
                 );
             } else if !seen.insert(tier) {
-                issue(format!("{path}.tiers[{t}]"), format!("tier `{tier}` is listed twice"));
+                issue(
+                    format!("{path}.tiers[{t}]"),
+                    format!("tier `{tier}` is listed twice"),
+                );
             }
         }
         if let Some(backend) = config.backends.get(&model.backend) {
             if backend.kind == BackendKind::Onnx && backend.task() == OnnxTask::Embed {
                 issue(
                     format!("{path}.tiers"),
-                    format!("backend `{}` serves embeddings, which have no tiers; remove it", model.backend),
+                    format!(
+                        "backend `{}` serves embeddings, which have no tiers; remove it",
+                        model.backend
+                    ),
                 );
             } else if backend.kind == BackendKind::Onnx {
                 for (t, tier) in model.tiers.iter().enumerate() {
@@ -244,7 +256,12 @@ pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, St
                 }
             }
         }
-        check_scorer(&format!("{path}.route"), route.bias, &route.weights.unwrap_or_default(), issue);
+        check_scorer(
+            &format!("{path}.route"),
+            route.bias,
+            &route.weights.unwrap_or_default(),
+            issue,
+        );
         let thresholds = &route.thresholds;
         if thresholds.is_empty() {
             continue;

@@ -26,8 +26,8 @@ use crate::error::{ApiError, BackendError};
 use crate::metrics::Metrics;
 
 pub use auth::{Auth, Tenant};
-pub use route::{Decision, Reason, Routes, Target};
 use route::InFlight;
+pub use route::{Decision, Reason, Routes, Target};
 
 /// A generation under way: the events plus what the response needs to name it.
 pub struct Generation {
@@ -76,8 +76,7 @@ async fn generate(
     Ok(Box::pin(observe::Observed::new(
         events,
         metrics,
-        target.model.clone(),
-        target.backend.name().to_owned(),
+        &target,
         started,
         cancel.drop_guard(),
         hard_stop,

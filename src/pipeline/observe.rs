@@ -15,7 +15,7 @@ use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOw
 use crate::domain::{Event, EventStream};
 use crate::error::BackendError;
 use crate::metrics::Metrics;
-use crate::pipeline::route::InFlight;
+use crate::pipeline::route::{InFlight, Target};
 
 pub struct Observed {
     inner: EventStream,
@@ -34,8 +34,7 @@ impl Observed {
     pub fn new(
         inner: EventStream,
         metrics: std::sync::Arc<Metrics>,
-        model: std::sync::Arc<str>,
-        backend: String,
+        target: &Target,
         started: Instant,
         cancel_on_drop: DropGuard,
         hard_stop: CancellationToken,
@@ -44,8 +43,8 @@ impl Observed {
         Observed {
             inner,
             metrics,
-            model,
-            backend,
+            model: target.model.clone(),
+            backend: target.backend.name().to_owned(),
             started,
             first_token_seen: false,
             stopped: Box::pin(hard_stop.cancelled_owned()),

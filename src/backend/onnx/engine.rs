@@ -21,8 +21,8 @@ use super::decoder::{Decoder, Step};
 use super::kv::{attention_mask, KvStore};
 use super::sequence::{Job, Sequence, Vocab};
 use super::stats::TierStats;
-use crate::backend::TierLoad;
 use crate::backend::test_hooks;
+use crate::backend::TierLoad;
 use crate::error::BackendError;
 
 /// How one engine runs.

@@ -112,7 +112,10 @@ mod tests {
     #[test]
     fn cost_per_token_follows_the_measured_batch() {
         let stats = TierStats::default();
-        assert!(stats.load(0, 32).token_seconds.is_none(), "nothing measured yet");
+        assert!(
+            stats.load(0, 32).token_seconds.is_none(),
+            "nothing measured yet"
+        );
         stats.decoded(1, Duration::from_millis(10));
         // Idle: a new request would decode alone, at the batch-1 step time.
         let idle = stats.load(0, 32);

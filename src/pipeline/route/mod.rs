@@ -53,7 +53,9 @@ impl Target {
     fn load(&self) -> Option<TierLoad> {
         let mut load = self.backend.tier_load(&self.deployment)?;
         let routed = self.in_flight.load(Ordering::Relaxed);
-        load.waiting = load.waiting.max(routed.saturating_sub(load.capacity.max(load.active)));
+        load.waiting = load
+            .waiting
+            .max(routed.saturating_sub(load.capacity.max(load.active)));
         Some(load)
     }
 }
@@ -147,12 +149,7 @@ impl Routes {
                     in_flight: Arc::default(),
                 })
             } else {
-                Entry::Tiered(Tiered::new(
-                    model,
-                    backend,
-                    backend_cfg.kind,
-                    &config.route,
-                ))
+                Entry::Tiered(Tiered::new(model, backend, backend_cfg.kind, &config.route))
             };
             by_model.insert(model.name.clone(), Arc::new(entry));
         }
@@ -251,7 +248,12 @@ impl Routes {
         let (chosen, reason, scored_tier) = match forced {
             Some((tier, param)) => {
                 let i = tiered.find(tier).ok_or_else(|| RouteError::UnknownTier {
-                    model: request.model.split('@').next().unwrap_or_default().to_owned(),
+                    model: request
+                        .model
+                        .split('@')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
                     tier: tier.to_owned(),
                     tiers: tiered.names(),
                     param,
@@ -260,11 +262,7 @@ impl Routes {
             }
             None => {
                 let loads = if self.load.enabled {
-                    tiered
-                        .tiers
-                        .iter()
-                        .map(|t| t.target.load())
-                        .collect()
+                    tiered.tiers.iter().map(|t| t.target.load()).collect()
                 } else {
                     Vec::new()
                 };
