@@ -4,10 +4,10 @@
 //! model's thresholds to pick a quantization tier.
 //!
 //! Text features look at the user turns only, never the system prompt, and are counted
-//! in one pass over each message's text parts without allocating (ASCII is lowercased on
-//! the fly). Every count only grows when text is appended after a line break, a reasoning
-//! step or a turn is added, so with non-negative weights adding to a request never lowers
-//! its score.
+//! in one pass over each message's text parts without allocating (`score/text.rs`).
+//! Every count only grows when text is appended after a line break, a reasoning step or
+//! a turn is added, so with non-negative weights adding to a request never lowers its
+//! score.
 
 use crate::config::Weights;
 use crate::domain::{ChatRequest, ContentPart, ResponseFormat, Role};
@@ -80,6 +80,7 @@ pub struct Scorer {
 }
 
 impl Scorer {
+    /// `config::validate` keeps the bias finite and the weights finite and ≥ 0.
     pub fn new(bias: f64, weights: &Weights) -> Scorer {
         Scorer {
             bias,
@@ -122,9 +123,10 @@ impl Scorer {
 
     fn contributions(&self, features: &Features) -> [(&'static str, f64); FEATURE_COUNT] {
         let mut out = [("", 0.0); FEATURE_COUNT];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let c = self.weights[i] * features.0[i];
-            *slot = (Weights::NAMES[i], if c.is_nan() { 0.0 } else { c });
+        let terms = Weights::NAMES.iter().zip(self.weights).zip(features.0);
+        for (slot, ((&name, w), f)) in out.iter_mut().zip(terms) {
+            let c = w * f;
+            *slot = (name, if c.is_nan() { 0.0 } else { c });
         }
         out
     }
@@ -360,6 +362,12 @@ mod tests {
                 "3-4",
                 "é",
                 "🎉",
+                // Endings whose meaning the next byte decides.
+                "7 -",
+                "\n2.",
+                "``",
+                " how",
+                "step by",
             ])
             .prop_map(str::to_owned),
         ];

@@ -46,9 +46,10 @@ enum Chain {
     What,
 }
 
-/// Longest cue word, in bytes; longer words are never cues.
-const WORD_CAP: usize = 12;
-/// `word_len` of a word that can be no cue (too long, or with a non-ASCII letter).
+/// Longest word a [`key`] holds, in letters; longer words are never cues.
+const WORD_CAP: u8 = 12;
+/// `word_len` of a word that can be no cue (too long, or with a digit, `_` or a
+/// non-ASCII letter).
 const UNMATCHABLE: u8 = u8::MAX;
 
 /// One pass over a message's text, fed part by part (the same counts as feeding the
@@ -62,8 +63,8 @@ pub(super) struct TextScan {
     dash: bool,
     /// The last byte was a digit or a space (what may stand before an operator `-`).
     prev_operand: bool,
-    /// The current word, ASCII-lowercased (its first `WORD_CAP` bytes).
-    word: [u8; WORD_CAP],
+    /// The current word's [`key`] (while it is at most `WORD_CAP` ASCII letters).
+    word: u64,
     word_len: u8,
     chain: Chain,
     /// Since the last word ended only whitespace or `-` was seen: a multi-word cue
@@ -73,24 +74,72 @@ pub(super) struct TextScan {
 
 impl TextScan {
     pub fn feed(&mut self, text: &str) {
-        self.counts.bytes += text.len() as u64;
-        for c in text.chars() {
-            if c.is_ascii() {
-                self.ascii(c as u8);
+        let bytes = text.as_bytes();
+        self.counts.bytes += bytes.len() as u64;
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii_alphabetic() {
+                i = self.letters(bytes, i);
+            } else if b == b' ' {
+                self.space();
+                i += 1;
+            } else if b.is_ascii() {
+                self.ascii(b);
+                i += 1;
             } else {
+                // `i` is always on a char boundary: it moves by whole chars.
+                let Some(c) = text.get(i..).and_then(|rest| rest.chars().next()) else {
+                    break;
+                };
                 self.wide(c);
+                i += c.len_utf8();
             }
         }
     }
 
-    fn ascii(&mut self, b: u8) {
-        if b.is_ascii_alphabetic() {
-            self.push_letter(b.to_ascii_lowercase());
-            self.dash = false;
-            self.prev_operand = false;
-            self.lead = Lead::Other;
-            return;
+    /// Most bytes: the run of ASCII letters from `bytes[i]` (it may go on with a word
+    /// the previous part began) only extends the word's key. Returns where it ends.
+    fn letters(&mut self, bytes: &[u8], mut i: usize) -> usize {
+        let (mut key, mut len) = (self.word, usize::from(self.word_len));
+        while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_alphabetic()) {
+            key = push_key(key, b);
+            len += 1;
+            i += 1;
         }
+        self.dash = false;
+        self.prev_operand = false;
+        self.lead = Lead::Other;
+        // An unmatchable word stays so: its length is already past the cap.
+        if len > usize::from(WORD_CAP) {
+            self.word_len = UNMATCHABLE;
+        } else {
+            self.word = key;
+            self.word_len = len as u8;
+        }
+        i
+    }
+
+    /// A space, the commonest byte after letters: [`TextScan::ascii`]'s work for it,
+    /// on a short path.
+    fn space(&mut self) {
+        if self.dash {
+            self.counts.operators += 1;
+            self.dash = false;
+        }
+        self.end_word();
+        self.prev_operand = true;
+        self.lead = match self.lead {
+            Lead::Marker => {
+                self.counts.reasoning += 1;
+                Lead::Other
+            }
+            Lead::Indent => Lead::Indent,
+            _ => Lead::Other,
+        };
+    }
+
+    /// Any ASCII byte but a letter.
+    fn ascii(&mut self, b: u8) {
         let operand = b.is_ascii_digit() || b == b' ';
         if self.dash && operand {
             self.counts.operators += 1;
@@ -162,17 +211,6 @@ impl TextScan {
         };
     }
 
-    /// Append a lowercase ASCII letter to the current word.
-    fn push_letter(&mut self, b: u8) {
-        match self.word.get_mut(usize::from(self.word_len)) {
-            Some(slot) => {
-                *slot = b;
-                self.word_len += 1;
-            }
-            None => self.word_len = UNMATCHABLE,
-        }
-    }
-
     /// The current word holds a digit, `_` or a non-ASCII letter: it is no cue.
     fn spoil_word(&mut self) {
         self.word_len = UNMATCHABLE;
@@ -182,30 +220,33 @@ impl TextScan {
         if self.word_len == 0 {
             return;
         }
-        let word = self
-            .word
-            .get(..usize::from(self.word_len))
-            .unwrap_or_default();
-        if is_cue(word) {
-            self.counts.reasoning += 1;
-        }
+        let word = if self.word_len == UNMATCHABLE {
+            Word::Other
+        } else {
+            Word::of(self.word)
+        };
         let chain = if self.gap_ok { self.chain } else { Chain::None };
         self.chain = match (chain, word) {
-            (Chain::Step, b"by") => Chain::StepBy,
-            (Chain::StepBy, b"step") => {
-                self.counts.reasoning += 1;
-                Chain::Step
-            }
-            (Chain::How, b"many" | b"much") | (Chain::Show, b"that") | (Chain::What, b"if") => {
+            (_, Word::Cue) => {
                 self.counts.reasoning += 1;
                 Chain::None
             }
-            (_, b"step") => Chain::Step,
-            (_, b"how") => Chain::How,
-            (_, b"show") => Chain::Show,
-            (_, b"what") => Chain::What,
+            (Chain::Step, Word::By) => Chain::StepBy,
+            (Chain::StepBy, Word::Step) => {
+                self.counts.reasoning += 1;
+                Chain::Step
+            }
+            (Chain::How, Word::Many) | (Chain::Show, Word::That) | (Chain::What, Word::If) => {
+                self.counts.reasoning += 1;
+                Chain::None
+            }
+            (_, Word::Step) => Chain::Step,
+            (_, Word::How) => Chain::How,
+            (_, Word::Show) => Chain::Show,
+            (_, Word::What) => Chain::What,
             _ => Chain::None,
         };
+        self.word = 0;
         self.word_len = 0;
         self.gap_ok = true;
     }
@@ -222,31 +263,108 @@ impl TextScan {
     }
 }
 
-/// Single-word reasoning cues, lowercase (multi-word ones are chained in `end_word`).
-fn is_cue(word: &[u8]) -> bool {
-    matches!(
-        word,
-        b"explain"
-            | b"why"
-            | b"prove"
-            | b"proof"
-            | b"derive"
-            | b"compare"
-            | b"analyze"
-            | b"analyse"
-            | b"reason"
-            | b"justify"
-            | b"calculate"
-            | b"compute"
-            | b"solve"
-            | b"evaluate"
-            | b"first"
-            | b"then"
-            | b"finally"
-            | b"therefore"
-            | b"hence"
-            | b"thus"
-    )
+/// A word, as far as reasoning cues care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word {
+    Other,
+    /// A reasoning cue on its own.
+    Cue,
+    Step,
+    By,
+    How,
+    /// "many" or "much".
+    Many,
+    Show,
+    That,
+    What,
+    If,
+}
+
+/// Every word that matters, lowercase (multi-word cues are chained in `end_word`).
+const WORDS: [(&[u8], Word); 29] = [
+    (b"explain", Word::Cue),
+    (b"why", Word::Cue),
+    (b"prove", Word::Cue),
+    (b"proof", Word::Cue),
+    (b"derive", Word::Cue),
+    (b"compare", Word::Cue),
+    (b"analyze", Word::Cue),
+    (b"analyse", Word::Cue),
+    (b"reason", Word::Cue),
+    (b"justify", Word::Cue),
+    (b"calculate", Word::Cue),
+    (b"compute", Word::Cue),
+    (b"solve", Word::Cue),
+    (b"evaluate", Word::Cue),
+    (b"first", Word::Cue),
+    (b"then", Word::Cue),
+    (b"finally", Word::Cue),
+    (b"therefore", Word::Cue),
+    (b"hence", Word::Cue),
+    (b"thus", Word::Cue),
+    (b"step", Word::Step),
+    (b"by", Word::By),
+    (b"how", Word::How),
+    (b"many", Word::Many),
+    (b"much", Word::Many),
+    (b"show", Word::Show),
+    (b"that", Word::That),
+    (b"what", Word::What),
+    (b"if", Word::If),
+];
+
+/// Append an ASCII letter to a word key: 5 bits a letter (`a`/`A` = 1 … `z`/`Z` = 26),
+/// so case folds for free and no two words of at most `WORD_CAP` letters share a key.
+const fn push_key(key: u64, letter: u8) -> u64 {
+    key << 5 | (letter & 0x1F) as u64
+}
+
+const fn key(word: &[u8]) -> u64 {
+    let (mut k, mut i) = (0, 0);
+    while i < word.len() {
+        k = push_key(k, word[i]);
+        i += 1;
+    }
+    k
+}
+
+/// Open-addressing table of [`WORDS`] by key; slot key 0 (the empty word) is free.
+const TABLE_BITS: u32 = 7;
+const TABLE: [(u64, Word); 1 << TABLE_BITS] = {
+    let mut table = [(0, Word::Other); 1 << TABLE_BITS];
+    let mut w = 0;
+    while w < WORDS.len() {
+        let k = key(WORDS[w].0);
+        let mut slot = slot_of(k);
+        while table[slot].0 != 0 {
+            slot = (slot + 1) % table.len();
+        }
+        table[slot] = (k, WORDS[w].1);
+        w += 1;
+    }
+    table
+};
+
+// Room to spare keeps probes short and guarantees a free slot ends every lookup.
+const _: () = assert!(WORDS.len() < TABLE.len() / 2);
+
+const fn slot_of(key: u64) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+}
+
+impl Word {
+    /// Look a word key up: one probe for most words.
+    fn of(key: u64) -> Word {
+        let mut slot = slot_of(key);
+        for _ in 0..TABLE.len() {
+            match TABLE.get(slot) {
+                Some(&(k, word)) if k == key => return word,
+                Some(&(0, _)) | None => return Word::Other,
+                Some(_) => slot = (slot + 1) % TABLE.len(),
+            }
+        }
+        Word::Other
+    }
 }
 
 /// Letters of the Latin script: Latin-1, Latin Extended A–G, IPA, phonetic
@@ -380,6 +498,28 @@ mod tests {
                 ("emoji 🎉🚀, arrows ←, digits ٣", 0),
             ],
         );
+    }
+
+    #[test]
+    fn every_listed_word_and_no_other_is_found() {
+        for (word, kind) in WORDS {
+            assert_eq!(
+                Word::of(key(word)),
+                kind,
+                "{:?}",
+                String::from_utf8_lossy(word)
+            );
+        }
+        for other in [
+            &b"the"[..],
+            b"explains",
+            b"whys",
+            b"thenc",
+            b"stepby",
+            b"zzzzzzzzzzzz",
+        ] {
+            assert_eq!(Word::of(key(other)), Word::Other);
+        }
     }
 
     /// Every count, as an array to compare field by field.
