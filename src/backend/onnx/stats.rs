@@ -62,16 +62,24 @@ impl TierStats {
         self.active.store(active, Ordering::Relaxed);
     }
 
-    /// The step time measured at `batch`'s bucket, else at the closest bucket seen.
+    /// The step time at `batch`: its bucket's average, else estimated from the closest
+    /// bucket measured, pessimistically (from a smaller batch: growing linearly with the
+    /// batch, as if rows cost their full price; from a larger one: no faster), so a batch
+    /// size never seen does not look cheap.
     fn step_at(&self, batch: usize) -> Option<f64> {
         let want = bucket(batch);
-        (0..BUCKETS)
+        let (_, from, ns) = (0..BUCKETS)
             .filter_map(|b| {
                 let ns = self.step_ns[b].load(Ordering::Relaxed);
                 (ns > 0).then_some((b.abs_diff(want), b, ns))
             })
-            .min()
-            .map(|(_, _, ns)| ns as f64 / 1e9)
+            .min()?;
+        let seconds = ns as f64 / 1e9;
+        Some(if from < want {
+            seconds * (1u64 << (want - from)) as f64
+        } else {
+            seconds
+        })
     }
 
     /// The tier as the router sees it now; `waiting` comes from the engine's queue.
@@ -128,6 +136,21 @@ mod tests {
         assert_eq!((busy.waiting, busy.active), (3, 15));
         assert_eq!(busy.totals.generated_tokens, 17);
         assert!((busy.recent_step_seconds.unwrap() - 0.040).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unseen_batch_sizes_are_estimated_pessimistically() {
+        let stats = TierStats::default();
+        stats.decoded(1, Duration::from_millis(20));
+        // 12 running, never measured above batch 1: a 13-row step is assumed to cost 8x
+        // the batch-1 step (bucket 8-15), i.e. no cheaper per token than batch 1.
+        stats.set_active(12);
+        let est = stats.load(0, 32).token_seconds.unwrap();
+        assert!((est - 0.160 / 13.0).abs() < 1e-9, "{est}");
+        // Measured at 16 only: a lone request is assumed no faster than a 16-row step.
+        let stats = TierStats::default();
+        stats.decoded(16, Duration::from_millis(60));
+        assert!((stats.load(0, 32).token_seconds.unwrap() - 0.060).abs() < 1e-9);
     }
 
     #[test]
