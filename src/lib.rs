@@ -5,10 +5,14 @@
 //!                                SSE framing, error bodies. Nothing below imports axum.
 //!                  pipeline/    one function runs the stages in order:
 //!                    auth       API key → tenant (hashed keys from config)
-//!                    route      logical model → deployment → backend
+//!                    route      logical model → tier (forced, complexity score, load)
+//!                               → deployment → backend
+//!                    cache      exact cache (local + Redis), single-flight merging
 //!                  backend/     one trait; each impl speaks to one kind of engine:
+//!                    onnx       embedded ONNX Runtime engine, continuous batching
 //!                    ollama     native /api/chat NDJSON
 //!                    openai     any OpenAI-compatible upstream
+//! calibrate/   `sluice route calibrate`: fits a tiered model's router on measured outcomes
 //! ```
 //!
 //! Every backend produces a stream of domain events (`Delta`, `ToolCall`, `Finish`); a
