@@ -1,8 +1,6 @@
 //! Calibration data, read before and written after `sluice route calibrate` runs a
 //! model's tiers: the prompt file (one chat request per line, optionally with a check
-//! of its answer), the checks themselves (the same rules as
-//! `tools/convert/report_smollm2.py`'s `check()`, so a task scores the same in both),
-//! and the label file (per prompt: features, and per tier whether the answer was
+//! of its answer, parsed here and judged by [`super::check`]), and the label file (per prompt: features, and per tier whether the answer was
 //! acceptable, what it cost, and whether it equals the top tier's).
 
 use std::collections::HashMap;
@@ -10,6 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use super::check::Check;
 
 /// Number of complexity features (`crate::config::Weights::NAMES`).
 pub const N: usize = crate::config::Weights::NAMES.len();
@@ -25,25 +25,6 @@ pub struct Prompt {
     pub request: Map<String, Value>,
     /// How to tell a right answer; without one, only the top tier's answer is right.
     pub check: Option<Check>,
-}
-
-/// How to tell whether an answer is right. Text checks compare after lower-casing,
-/// `’` → `'`, removing thousands commas (`1,063` → `1063`) and collapsing whitespace.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Check {
-    /// One of the numbers occurs as a whole number (not part of a longer one).
-    Number(Vec<String>),
-    /// One of the answers occurs as a whole word or phrase.
-    Contains(Vec<String>),
-    /// Of `labels`, the first to occur (word boundary, optional plural `s`) is `expected`.
-    Label {
-        labels: Vec<String>,
-        expected: String,
-    },
-    /// The trimmed answer equals one of the answers, ignoring case.
-    Equals(Vec<String>),
-    /// The answer's first tool call calls this tool.
-    Tool(String),
 }
 
 /// What a tier answered: its text and its tool calls (name, arguments JSON).
@@ -293,7 +274,10 @@ fn check(value: Value) -> Result<Check, FieldError> {
         _ => {
             let expected = one("the right label")?;
             let labels = strings(labels, "check.labels")?;
-            if !labels.iter().any(|l| normalize(l) == normalize(&expected)) {
+            if !labels
+                .iter()
+                .any(|l| super::check::normalize(l) == super::check::normalize(&expected))
+            {
                 return bad(
                     "check.answers[0]",
                     format!("{expected:?} is not one of the labels {labels:?}"),
@@ -329,101 +313,11 @@ fn strings(value: Option<Value>, field: &str) -> Result<Vec<String>, FieldError>
 impl Check {
     /// Whether `answer` is right.
     pub fn passes(&self, answer: &Answer) -> bool {
-        let text: Vec<char> = normalize(&answer.text).chars().collect();
-        match self {
-            Check::Number(answers) => answers.iter().any(|a| {
-                let needle: Vec<char> = normalize(&a.replace(',', "")).chars().collect();
-                occurrences(&text, &needle).into_iter().any(|(start, end)| {
-                    let before = start.checked_sub(1).map(|i| text[i]);
-                    let after = text.get(end).copied();
-                    let decimals =
-                        after == Some('.') && text.get(end + 1).is_some_and(char::is_ascii_digit);
-                    !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
-                        && !after.is_some_and(|c| c.is_ascii_digit())
-                        && !decimals
-                })
-            }),
-            Check::Contains(answers) => answers.iter().any(|a| {
-                let needle: Vec<char> = normalize(a).chars().collect();
-                occurrences(&text, &needle).into_iter().any(|(start, end)| {
-                    let before = start.checked_sub(1).map(|i| text[i]);
-                    let after = text.get(end).copied();
-                    !before.is_some_and(is_word) && !after.is_some_and(is_word)
-                })
-            }),
-            Check::Label { labels, expected } => {
-                let first = labels
-                    .iter()
-                    .filter_map(|label| {
-                        let label = normalize(label);
-                        first_label(&text, &label.chars().collect::<Vec<_>>()).map(|at| (at, label))
-                    })
-                    .min();
-                first.is_some_and(|(_, label)| label == normalize(expected))
-            }
-            Check::Equals(answers) => {
-                let got = answer.text.trim().to_lowercase();
-                answers.iter().any(|a| a.trim().to_lowercase() == got)
-            }
-            Check::Tool(name) => answer.tool_calls.first().is_some_and(|(n, _)| n == name),
-        }
+        self.passes_text(
+            &answer.text,
+            answer.tool_calls.first().map(|(name, _)| name.as_str()),
+        )
     }
-}
-
-/// Lower case, `’` → `'`, thousands commas removed, whitespace collapsed.
-fn normalize(text: &str) -> String {
-    let chars: Vec<char> = text
-        .to_lowercase()
-        .replace('\u{2019}', "'")
-        .chars()
-        .collect();
-    let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
-    let kept: String = chars
-        .iter()
-        .enumerate()
-        .filter(|&(i, &c)| {
-            let thousands = c == ','
-                && i > 0
-                && digit(i - 1)
-                && (1..=3).all(|k| digit(i + k))
-                && !chars.get(i + 4).is_some_and(|&c| is_word(c));
-            !thousands
-        })
-        .map(|(_, &c)| c)
-        .collect();
-    kept.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Python's `\w`: letters, digits and `_`.
-fn is_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
-}
-
-/// Every (start, end) where `needle` occurs in `text`, overlapping ones included.
-fn occurrences(text: &[char], needle: &[char]) -> Vec<(usize, usize)> {
-    let n = needle.len();
-    if n == 0 || n > text.len() {
-        return Vec::new();
-    }
-    (0..=text.len() - n)
-        .filter(|&i| text[i..i + n] == *needle)
-        .map(|i| (i, i + n))
-        .collect()
-}
-
-/// Where `\blabel(s)?\b` first matches.
-fn first_label(text: &[char], label: &[char]) -> Option<usize> {
-    let boundary = |i: usize| {
-        let before = i > 0 && is_word(text[i - 1]);
-        let after = text.get(i).is_some_and(|&c| is_word(c));
-        before != after
-    };
-    occurrences(text, label)
-        .into_iter()
-        .find(|&(start, end)| {
-            boundary(start) && (boundary(end) || (text.get(end) == Some(&'s') && boundary(end + 1)))
-        })
-        .map(|(start, _)| start)
 }
 
 /// Per tier: `ok` (the answer equals the top (last) tier's, or passes `check`) and
@@ -756,8 +650,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn normalize_is_idempotent_and_a_number_finds_itself(s in "[ a-zA-Z0-9,.\\n]{0,40}", n in 0u64..10_000_000) {
-            let once = normalize(&s);
-            proptest::prop_assert_eq!(normalize(&once), once.clone());
+            let once = crate::calibrate::check::normalize(&s);
+            proptest::prop_assert_eq!(crate::calibrate::check::normalize(&once), once.clone());
             let check = Check::Number(vec![n.to_string()]);
             let (inside, longer) = (format!("so {n}."), format!("{n}7"));
             proptest::prop_assert!(check.passes(&text(&inside)));

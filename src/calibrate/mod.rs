@@ -1,6 +1,7 @@
 //! `sluice route calibrate`: fit a tiered model's router on the user's own prompts.
 //!
 //! ```text
+//! check.rs the answer checks (number, contains, label, equals, tool)
 //! data.rs  prompts.jsonl (a chat body + an optional checker per line), label files
 //! run.rs   every prompt on every tier through the pipeline; cost measured by the engine
 //! fit.rs   weights (optional logistic regression, ≥ 0) and thresholds: the lowest
@@ -12,6 +13,7 @@
 //! passes the line's checker. Labels can be written (`--write-labels`) and refitted
 //! later without running the engine again (`--labels`).
 
+pub mod check;
 pub mod data;
 pub mod eval;
 pub mod fit;
