@@ -1,5 +1,5 @@
-//! What the bench tools share: the one loopback endpoint each of them talks to, and
-//! an HTTP/1.1 connection to it.
+//! What the bench tools share: the one loopback endpoint each of them talks to, an
+//! HTTP/1.1 connection to it, and the JSON request they send.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -25,6 +25,18 @@ pub async fn connect(addr: SocketAddr) -> Result<Conn, &'static str> {
         let _ = conn.await;
     });
     Ok(sender)
+}
+
+/// A JSON `POST` of `body` to `path` on `authority`, as every bench tool sends it.
+pub fn json_post(
+    path: &str,
+    authority: &str,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
 }
 
 /// A server on loopback: its address, its `host:port` and the path prefix of its API.

@@ -28,8 +28,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sluice_bench::Conn;
 
@@ -165,11 +164,7 @@ struct Outcome {
 }
 
 async fn request(conn: &mut Conn, t: &Target, body: Bytes, inputs: usize) -> Result<(), String> {
-    let req = Request::post(t.path.as_str())
-        .header(header::HOST, t.authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
+    let req = sluice_bench::json_post(&t.path, &t.authority, body).map_err(|e| e.to_string())?;
     let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let bytes = resp

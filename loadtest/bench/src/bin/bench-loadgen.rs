@@ -28,7 +28,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -250,10 +249,7 @@ async fn exchange(
     stream: bool,
 ) -> Result<(Done, SendRequest<Full<Bytes>>), String> {
     let mut sender = target.checkout().await.map_err(str::to_owned)?;
-    let req = Request::post(target.path.as_str())
-        .header(header::HOST, target.authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
+    let req = sluice_bench::json_post(&target.path, &target.authority, body)
         .map_err(|e| format!("request: {e}"))?;
     let resp = sender
         .send_request(req)

@@ -61,8 +61,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sluice_bench::Conn;
 
@@ -352,11 +351,7 @@ async fn exchange(
         },
         _ => connect(t).await?,
     };
-    let req = Request::post(t.path.as_str())
-        .header(header::HOST, t.authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|_| "request")?;
+    let req = sluice_bench::json_post(&t.path, &t.authority, body).map_err(|_| "request")?;
     out.sent = Instant::now();
     let resp = sender.send_request(req).await.map_err(|_| "send")?;
     if !resp.status().is_success() {

@@ -65,8 +65,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Request};
-use http_body_util::{BodyExt, Full};
+use http::HeaderMap;
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sluice_bench::Conn;
 
@@ -246,11 +246,7 @@ fn header_str(h: &HeaderMap, name: &str) -> String {
 
 /// One request; fills the response fields of `rec`. Err = the connection is not reusable.
 async fn request(o: &Opts, conn: &mut Conn, body: Bytes, rec: &mut Rec) -> Result<(), String> {
-    let req = Request::post(o.path.as_str())
-        .header(header::HOST, o.authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
+    let req = sluice_bench::json_post(&o.path, &o.authority, body).map_err(|e| e.to_string())?;
     let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
     let h = resp.headers();
     rec.status = resp.status().as_u16();
