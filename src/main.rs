@@ -53,31 +53,8 @@ enum RouteCommand {
     Calibrate {
         #[arg(long, env = "SLUICE_CONFIG", default_value = "config/sluice.toml")]
         config: PathBuf,
-        /// The tiered model to calibrate (default: the config's first tiered model).
-        #[arg(long)]
-        model: Option<String>,
-        /// Prompts to run (JSON lines: `request`, optional `check`).
-        #[arg(long, conflicts_with = "labels", required_unless_present = "labels")]
-        data: Option<PathBuf>,
-        /// Labels written by an earlier run (`--write-labels`): refit without the engine.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Held-out prompts (or labels, with --labels) to evaluate the fitted router on.
-        #[arg(long)]
-        holdout: Option<PathBuf>,
-        /// Share of answers that must stay acceptable (equal to the most precise tier's,
-        /// or passing the line's check).
-        #[arg(long, default_value_t = 0.95)]
-        quality: f64,
-        /// Also fit the scorer's weights (non-negative logistic regression).
-        #[arg(long)]
-        fit_weights: bool,
-        /// Prompts in flight at once on each tier.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Write the measured labels here (held-out ones beside it, `.heldout.jsonl`).
-        #[arg(long)]
-        write_labels: Option<PathBuf>,
+        #[command(flatten)]
+        options: sluice::calibrate::Options,
     },
 }
 
@@ -99,42 +76,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Route {
-            command:
-                RouteCommand::Calibrate {
-                    config,
-                    model,
-                    data,
-                    labels,
-                    holdout,
-                    quality,
-                    fit_weights,
-                    concurrency,
-                    write_labels,
-                },
+            command: RouteCommand::Calibrate { config, options },
         } => {
             init_tracing("text");
             let run = || -> anyhow::Result<String> {
                 let config = sluice::config::load(&config)
                     .with_context(|| format!("loading {}", config.display()))?;
-                let model = model
-                    .or_else(|| {
-                        config
-                            .models
-                            .iter()
-                            .find(|m| !m.tiers.is_empty())
-                            .map(|m| m.name.clone())
-                    })
-                    .context("the config has no tiered model (`tiers = [...]`) to calibrate")?;
-                let options = sluice::calibrate::Options {
-                    model,
-                    data,
-                    labels,
-                    holdout,
-                    quality,
-                    fit_weights,
-                    concurrency,
-                    write_labels,
-                };
                 let runtime =
                     tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
                 Ok(

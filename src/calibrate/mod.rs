@@ -47,19 +47,33 @@ pub enum CalibrateError {
     Usage(String),
 }
 
-/// The command line's choices.
-#[derive(Debug, Clone)]
+/// The command line's choices (`sluice route calibrate --help`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    pub model: String,
-    /// Prompts to run (`--data`), or stored labels to refit (`--labels`).
+    /// The tiered model to calibrate (default: the config's first tiered model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Prompts to run (JSON lines: `request`, optional `check`).
+    #[arg(long, conflicts_with = "labels", required_unless_present = "labels")]
     pub data: Option<PathBuf>,
+    /// Labels written by an earlier run (`--write-labels`): refit without the engine.
+    #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Held-out prompts or labels to evaluate the fitted router on.
+    /// Held-out prompts (or labels, with --labels) to evaluate the fitted router on.
+    #[arg(long)]
     pub holdout: Option<PathBuf>,
+    /// Share of answers that must stay acceptable (equal to the most precise tier's,
+    /// or passing the line's check).
+    #[arg(long, default_value_t = 0.95)]
     pub quality: f64,
+    /// Also fit the scorer's weights (non-negative logistic regression).
+    #[arg(long)]
     pub fit_weights: bool,
+    /// Prompts in flight at once on each tier.
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Where to write the labels measured from `data` (and `holdout`, as `<path>.heldout`).
+    /// Write the measured labels here (held-out ones beside it, `.heldout.jsonl`).
+    #[arg(long)]
     pub write_labels: Option<PathBuf>,
 }
 
@@ -76,11 +90,24 @@ pub async fn calibrate(
             options.quality
         )));
     }
+    let model = options
+        .model
+        .clone()
+        .or_else(|| {
+            let tiered = config.models.iter().find(|m| !m.tiers.is_empty());
+            tiered.map(|m| m.name.clone())
+        })
+        .ok_or_else(|| {
+            CalibrateError::Usage(
+                "the config has no tiered model (`tiers = [...]`) to calibrate".into(),
+            )
+        })?;
+    let model = model.as_str();
     let model_cfg = config
-        .model(&options.model)
+        .model(model)
         .filter(|m| !m.tiers.is_empty())
         .cloned()
-        .ok_or_else(|| CalibrateError::NotTiered(options.model.clone()))?;
+        .ok_or_else(|| CalibrateError::NotTiered(model.to_owned()))?;
     let bias = model_cfg.route.bias.unwrap_or(config.route.bias);
     let weights: Weights = model_cfg.route.weights.unwrap_or(config.route.weights);
 
@@ -88,7 +115,7 @@ pub async fn calibrate(
     config.cache.mode = CacheMode::Off;
     config.cache.redis_url = None;
     config.route.load.enabled = false;
-    config.models.retain(|m| m.name == options.model);
+    config.models.retain(|m| m.name == model);
     config.backends.retain(|name, _| *name == model_cfg.backend);
 
     let (train, holdout) = match (&options.labels, &options.data) {
@@ -103,8 +130,8 @@ pub async fn calibrate(
             let pipeline =
                 Pipeline::new(&config, Arc::new(Metrics::new()?), CancellationToken::new())?;
             let tiers = pipeline
-                .tiers(&options.model)
-                .ok_or_else(|| CalibrateError::NotTiered(options.model.clone()))?;
+                .tiers(model)
+                .ok_or_else(|| CalibrateError::NotTiered(model.to_owned()))?;
             let measure = |path: PathBuf| {
                 let (pipeline, tiers) = (&pipeline, &tiers);
                 async move {
@@ -112,7 +139,7 @@ pub async fn calibrate(
                     progress(&format!("{}: {} prompts", path.display(), prompts.len()));
                     run::measure(
                         pipeline,
-                        &options.model,
+                        model,
                         tiers,
                         &prompts,
                         options.concurrency,
@@ -141,6 +168,7 @@ pub async fn calibrate(
         }
     };
     report(
+        model,
         options,
         &model_cfg.tiers,
         bias,
@@ -161,6 +189,7 @@ fn heldout_path(out: &std::path::Path) -> PathBuf {
 
 /// Fit on `train`; the config block and tables (train, and held-out when given).
 fn report(
+    model: &str,
     options: &Options,
     tiers: &[String],
     bias: f64,
@@ -192,12 +221,12 @@ fn report(
     )?;
     let mut out = format!(
         "# sluice route calibrate: model `{}`, quality target {:.1}%, {} training prompts\n\n",
-        options.model,
+        model,
         options.quality * 100.0,
         train.len()
     );
     out.push_str("Paste under the model's [[models]] entry:\n\n```toml\n");
-    out.push_str(&fit::config_block(&options.model, &fitted));
+    out.push_str(&fit::config_block(model, &fitted));
     out.push_str("```\n\n## Training prompts\n\n");
     out.push_str(&eval::table(
         &eval::report(&samples, &fitted, tiers, options.quality)?,

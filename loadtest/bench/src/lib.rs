@@ -27,6 +27,15 @@ pub async fn connect(addr: SocketAddr) -> Result<Conn, &'static str> {
     Ok(sender)
 }
 
+/// The load generators' runtime: one worker thread, so the generator takes as little
+/// CPU from the server it measures as it can.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
 /// A JSON `POST` of `body` to `path` on `authority`, as every bench tool sends it.
 pub fn json_post(
     path: &str,

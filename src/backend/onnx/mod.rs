@@ -76,14 +76,8 @@ struct Prepared {
 
 impl OnnxBackend {
     pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
-        let fail = |message: String| BackendError::Failed {
-            backend: name.to_owned(),
-            message,
-        };
-        let dir = cfg
-            .model_dir
-            .as_deref()
-            .ok_or_else(|| fail("model_dir is not set".into()))?;
+        let fail = failed(name);
+        let dir = model_dir(name, cfg)?;
         let folder = ModelFolder::load(dir).map_err(fail)?;
         let tiers = if cfg.tiers.is_empty() {
             vec![folder.default_tier.clone()]
@@ -174,6 +168,21 @@ impl OnnxBackend {
             max_context,
         })
     }
+}
+
+/// How an embedded engine reports a start-up failure: `Failed` naming the backend.
+fn failed(name: &str) -> impl Fn(String) -> BackendError + Copy + '_ {
+    move |message| BackendError::Failed {
+        backend: name.to_owned(),
+        message,
+    }
+}
+
+/// The backend's `model_dir` (validation makes it present; a clear error if not).
+fn model_dir<'a>(name: &str, cfg: &'a BackendConfig) -> Result<&'a std::path::Path, BackendError> {
+    cfg.model_dir
+        .as_deref()
+        .ok_or_else(|| failed(name)("model_dir is not set".into()))
 }
 
 impl Prep {

@@ -104,7 +104,8 @@ pub struct Decision {
     pub scored_tier: Option<Arc<str>>,
     /// The features contributing most to the score, largest first (when explained).
     pub top: Vec<(&'static str, f64)>,
-    /// The model's tiers, cheapest first (empty for a pinned model).
+    /// The model's tiers, cheapest first, and its thresholds (when explained; empty for
+    /// a pinned model).
     pub tiers: Vec<String>,
     pub thresholds: Vec<f64>,
 }
@@ -277,13 +278,18 @@ impl Routes {
             reason,
             score: Some(score),
             scored_tier,
+            // What only the dry run reports; not built for every request.
             top: if explain {
                 tiered.scorer.top(&features, 5)
             } else {
                 Vec::new()
             },
-            tiers: tiered.names(),
-            thresholds: tiered.thresholds.clone(),
+            tiers: if explain { tiered.names() } else { Vec::new() },
+            thresholds: if explain {
+                tiered.thresholds.clone()
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -319,11 +319,7 @@ async fn cell(o: &Opts, t: &Target, inputs: usize, concurrency: usize) -> Cell {
 }
 
 fn run(o: Opts) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let rt = match sluice_bench::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench-embed: {e}");

@@ -45,14 +45,8 @@ pub struct EmbedBackend {
 
 impl EmbedBackend {
     pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
-        let fail = |message: String| BackendError::Failed {
-            backend: name.to_owned(),
-            message,
-        };
-        let dir = cfg
-            .model_dir
-            .as_deref()
-            .ok_or_else(|| fail("model_dir is not set".into()))?;
+        let fail = super::failed(name);
+        let dir = super::model_dir(name, cfg)?;
         let folder = EmbedFolder::load(dir).map_err(fail)?;
         let env = runtime::environment(name, cfg.ort_library.as_deref())?;
         let threads = runtime::threads(cfg.threads);

@@ -390,11 +390,7 @@ fn run(o: Opts) -> i32 {
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let rt = match sluice_bench::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench-mixed: {e}");
