@@ -27,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod tools;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

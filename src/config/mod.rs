@@ -4,6 +4,7 @@
 
 mod load;
 mod route;
+mod tools;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 pub use load::{load, load_str, ConfigError, ConfigIssue};
 pub use route::{LoadPolicy, ModelRoute, RouteConfig, Weights, DEFAULT_BIAS};
+pub use tools::{AgentConfig, Approval, ModelAgentConfig, ToolConfig, ToolKind};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +38,12 @@ pub struct Config {
     /// The complexity scorer's defaults and the load policy for tiered models.
     #[serde(default)]
     pub route: RouteConfig,
+    /// Limits of the server-side agent loop.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Server tools by name (`[tools.NAME]`): the gateway runs their calls itself.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +144,10 @@ pub struct ApiKeyConfig {
     pub tenant: String,
     /// `printf %s "$KEY" | sha256sum`
     pub sha256: String,
+    /// Server tools this key's requests may add with `x-sluice-tools` (tool names, or
+    /// an MCP server's name for all its tools).
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -292,6 +304,14 @@ pub struct ModelConfig {
     /// Overrides the onnx backend's `structured` for this model.
     #[serde(default)]
     pub structured: Option<bool>,
+    /// Server tools the gateway runs for this model (names of `[tools.*]` tables, or
+    /// `SERVER__tool` for one tool of an MCP server): requests get an answer from a
+    /// model that used them.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Overrides of `[agent]` for this model.
+    #[serde(default)]
+    pub agent: ModelAgentConfig,
 }
 
 fn default_owned_by() -> String {

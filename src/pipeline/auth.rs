@@ -76,6 +76,7 @@ mod tests {
             keys: vec![ApiKeyConfig {
                 tenant: "team-a".into(),
                 sha256: sha,
+                tools: Vec::new(),
             }],
         })
     }
