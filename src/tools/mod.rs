@@ -11,7 +11,13 @@
 
 pub mod calculator;
 pub mod current_time;
+pub mod http_get;
+pub mod mcp;
+pub mod net;
+pub mod read_file;
 mod registry;
+pub mod sql_query;
+pub mod webhook;
 
 use std::time::Duration;
 
