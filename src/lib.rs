@@ -47,6 +47,8 @@ pub enum RunError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot set up backends: {0}")]
     Backend(#[from] error::BackendError),
+    #[error("{0}")]
+    Setup(#[from] pipeline::SetupError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }

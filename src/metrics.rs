@@ -82,6 +82,15 @@ pub struct Metrics {
     /// `sluice_route_load_moves_total{model, from, to}`: requests the load policy moved
     /// off their scored tier.
     pub route_load_moves: IntCounterVec,
+    /// `sluice_tool_calls_total{tool, outcome=ok|invalid|refused|error|timeout|cancelled|unavailable}`:
+    /// server tool calls the agent loop ran.
+    pub tool_calls: IntCounterVec,
+    /// `sluice_tool_duration_seconds{tool}`: one server tool call.
+    pub tool_duration: HistogramVec,
+    /// `sluice_agent_steps{model}`: tool-calling turns per agent run.
+    pub agent_steps: HistogramVec,
+    /// `sluice_agent_runs_total{model, outcome=answer|max_steps|deadline|client_tool|error}`.
+    pub agent_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -281,6 +290,40 @@ impl Metrics {
             ),
             &["model", "from", "to"],
         )?;
+        let tool_calls = IntCounterVec::new(
+            Opts::new(
+                "sluice_tool_calls_total",
+                "Server tool calls run by the agent loop, by outcome",
+            ),
+            &["tool", "outcome"],
+        )?;
+        let tool_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_tool_duration_seconds",
+                "Time one server tool call took",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["tool"],
+        )?;
+        let agent_steps = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_agent_steps",
+                "Tool-calling model turns per agent run",
+            )
+            .buckets(vec![0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]),
+            &["model"],
+        )?;
+        let agent_runs = IntCounterVec::new(
+            Opts::new(
+                "sluice_agent_runs_total",
+                "Agent runs (requests with server tools), by how they ended",
+            ),
+            &["model", "outcome"],
+        )?;
+        registry.register(Box::new(tool_calls.clone()))?;
+        registry.register(Box::new(tool_duration.clone()))?;
+        registry.register(Box::new(agent_steps.clone()))?;
+        registry.register(Box::new(agent_runs.clone()))?;
         registry.register(Box::new(route_requests.clone()))?;
         registry.register(Box::new(route_score.clone()))?;
         registry.register(Box::new(route_load_moves.clone()))?;
@@ -343,6 +386,10 @@ impl Metrics {
             route_requests,
             route_score,
             route_load_moves,
+            tool_calls,
+            tool_duration,
+            agent_steps,
+            agent_runs,
         })
     }
 

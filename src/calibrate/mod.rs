@@ -37,6 +37,8 @@ pub enum CalibrateError {
     Fit(#[from] fit::FitError),
     #[error("cannot start the model's backends: {0}")]
     Backend(#[from] crate::error::BackendError),
+    #[error("{0}")]
+    Setup(#[from] crate::pipeline::SetupError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("model `{0}` is not a tiered model in this config (give it `tiers = [...]`)")]

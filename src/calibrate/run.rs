@@ -147,7 +147,14 @@ async fn one(
         message,
     };
     let generation = pipeline
-        .chat(tenant, request, cache::Directive::NoStore, None)
+        .chat(
+            tenant,
+            request,
+            crate::pipeline::Asked {
+                directive: cache::Directive::NoStore,
+                ..Default::default()
+            },
+        )
         .await
         .map_err(|e| failed(e.message))?;
     let done = collect(generation.events)

@@ -270,3 +270,189 @@ impl ToolConfig {
         out
     }
 }
+
+/// A tool or tool-server name: what models see (`[A-Za-z0-9_-]`, at most 64), with
+/// `__` kept for MCP tools (`SERVER__tool`).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `name` names a configured tool or tool server (`SERVER__tool` for MCP).
+fn configured(tools: &BTreeMap<String, ToolConfig>, name: &str) -> bool {
+    if tools.contains_key(name) {
+        return true;
+    }
+    name.split_once("__").is_some_and(|(server, tool)| {
+        !tool.is_empty() && tools.get(server).is_some_and(|t| t.kind == ToolKind::Mcp)
+    })
+}
+
+pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, String)) {
+    let agent = &config.agent;
+    check_limits("agent", agent, issue);
+    for (name, tool) in &config.tools {
+        let path = format!("tools.{name}");
+        if !valid_name(name) {
+            issue(
+                path.clone(),
+                "a tool name is 1-48 letters, digits, `_` or `-`, without `__` (kept for MCP tools)"
+                    .into(),
+            );
+        }
+        for (field, kinds) in tool.set_fields() {
+            if !kinds.contains(&tool.kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                issue(
+                    format!("{path}.{field}"),
+                    format!("only used by kind = {}; remove it", names.join(" or ")),
+                );
+            }
+        }
+        let mut require = |field: &str, set: bool, what: &str| {
+            if !set {
+                issue(format!("{path}.{field}"), format!("missing: {what}"));
+            }
+        };
+        match tool.kind {
+            ToolKind::SqlQuery => require(
+                "database",
+                tool.database.is_some(),
+                "the SQLite file to query",
+            ),
+            ToolKind::ReadFile => require(
+                "root",
+                tool.root.is_some(),
+                "the folder files are read beneath",
+            ),
+            ToolKind::HttpGet => require(
+                "allow_hosts",
+                !tool.allow_hosts.is_empty(),
+                "the host names the tool may fetch from",
+            ),
+            ToolKind::Webhook => {
+                require(
+                    "url",
+                    tool.url.is_some(),
+                    "the URL the arguments are POSTed to",
+                );
+                require(
+                    "description",
+                    tool.description.is_some(),
+                    "what the tool does, for the model",
+                );
+            }
+            ToolKind::Mcp => {
+                if tool.command.is_empty() == tool.url.is_none() {
+                    issue(
+                        path.clone(),
+                        "an MCP server needs exactly one of `command` (stdio) or `url` (streamable HTTP)"
+                            .into(),
+                    );
+                }
+            }
+            ToolKind::CurrentTime => {
+                if let Some(zone) = &tool.default_timezone {
+                    if let Err(e) = crate::tools::current_time::zone_named(zone) {
+                        issue(format!("{path}.default_timezone"), e);
+                    }
+                }
+            }
+            ToolKind::Calculator => {}
+        }
+        if let Some(params) = &tool.parameters {
+            if params.get("type").and_then(|t| t.as_str()) != Some("object") {
+                issue(
+                    format!("{path}.parameters"),
+                    "must be a JSON Schema of an object: {type = \"object\", properties = {...}}"
+                        .into(),
+                );
+            }
+        }
+        for (i, cidr) in tool.allow_addresses.iter().enumerate() {
+            if cidr.parse::<ipnet::IpNet>().is_err() && cidr.parse::<std::net::IpAddr>().is_err() {
+                issue(
+                    format!("{path}.allow_addresses[{i}]"),
+                    format!("`{cidr}` is not an address or network (e.g. 127.0.0.1/32)"),
+                );
+            }
+        }
+        if tool.timeout.is_some_and(|t| t.is_zero()) {
+            issue(format!("{path}.timeout"), "must be greater than 0".into());
+        }
+        if tool.max_bytes == Some(0) {
+            issue(format!("{path}.max_bytes"), "must be greater than 0".into());
+        }
+    }
+    for (i, model) in config.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        let limits = agent.merged(&model.agent);
+        if model.agent != ModelAgentConfig::default() {
+            check_limits(&format!("{path}.agent"), &limits, issue);
+        }
+        for (j, name) in model.tools.iter().enumerate() {
+            if !configured(&config.tools, name) {
+                issue(
+                    format!("{path}.tools[{j}]"),
+                    format!("no [tools.{name}] is configured"),
+                );
+                continue;
+            }
+            let table = name.split_once("__").map_or(name.as_str(), |(s, _)| s);
+            if let Some(tool) = config.tools.get(table) {
+                if tool.has_side_effects()
+                    && tool.approval == Approval::Server
+                    && !limits.allow_side_effects
+                {
+                    issue(
+                        format!("{path}.tools[{j}]"),
+                        format!(
+                            "`{name}` has side effects: set agent.allow_side_effects = true for this model, or approval = \"client\" on the tool"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (i, key) in config.auth.keys.iter().enumerate() {
+        for (j, name) in key.tools.iter().enumerate() {
+            if !configured(&config.tools, name) {
+                issue(
+                    format!("auth.keys[{i}].tools[{j}]"),
+                    format!("no [tools.{name}] is configured"),
+                );
+            }
+        }
+    }
+}
+
+fn check_limits(path: &str, limits: &AgentConfig, issue: &mut impl FnMut(String, String)) {
+    if limits.max_steps == 0 {
+        issue(format!("{path}.max_steps"), "must be at least 1".into());
+    }
+    if limits.parallel_tools == 0 {
+        issue(
+            format!("{path}.parallel_tools"),
+            "must be at least 1".into(),
+        );
+    }
+    if limits.max_result_bytes < 256 {
+        issue(
+            format!("{path}.max_result_bytes"),
+            "must be at least 256".into(),
+        );
+    }
+    if limits.deadline.is_zero() {
+        issue(format!("{path}.deadline"), "must be greater than 0".into());
+    }
+    if limits.tool_timeout.is_zero() {
+        issue(
+            format!("{path}.tool_timeout"),
+            "must be greater than 0".into(),
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 
-use super::ToolCall;
+use super::{Incomplete, Step, ToolCall};
 use crate::error::BackendError;
 
 /// Why generation stopped.
@@ -30,6 +30,14 @@ impl Usage {
     pub fn total(&self) -> u32 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// Add another turn's counts (an agent run's usage sums all its turns).
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+    }
 }
 
 /// One step of a generation.
@@ -45,6 +53,10 @@ pub enum Event {
         name: Option<String>,
         arguments: String,
     },
+    /// A tool call the gateway ran in an agent run (never from a backend).
+    Step(Box<Step>),
+    /// The answer was cut short (comes just before `Finish`).
+    Incomplete(Incomplete),
     /// The last event of a successful generation.
     Finish {
         reason: FinishReason,
@@ -62,6 +74,9 @@ pub struct Completion {
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: Option<FinishReason>,
     pub usage: Option<Usage>,
+    /// Tool calls the gateway ran (agent runs).
+    pub steps: Vec<Step>,
+    pub incomplete: Option<Incomplete>,
 }
 
 impl Completion {
@@ -92,6 +107,8 @@ impl Completion {
                 }
                 call.arguments.push_str(&arguments);
             }
+            Event::Step(step) => self.steps.push(*step),
+            Event::Incomplete(why) => self.incomplete = Some(why),
             Event::Finish { reason, usage } => {
                 self.finish_reason = Some(reason);
                 self.usage = usage;

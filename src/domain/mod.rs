@@ -5,9 +5,11 @@
 mod chat;
 mod embed;
 mod event;
+mod step;
 
 pub use chat::{
     ChatRequest, ContentPart, Message, ResponseFormat, Role, Sampling, Tool, ToolCall, ToolChoice,
 };
 pub use embed::{EmbedInput, EmbedRequest, EmbedResponse};
 pub use event::{collect, Completion, Event, EventStream, FinishReason, Usage};
+pub use step::{Incomplete, Step};

@@ -13,11 +13,11 @@ use futures::StreamExt;
 
 use super::extract::{ChatJson, SamplingExtras};
 use super::layers::labelled;
-use super::{convert, response, route, sse, AppState};
+use super::{convert, response, route, sse, tools, AppState};
 use crate::domain::collect;
 use crate::error::{ApiError, BackendError};
 use crate::pipeline::cache::Directive;
-use crate::pipeline::Tenant;
+use crate::pipeline::{Asked, Tenant};
 
 /// `hit`, `miss` or `bypass`: what the response cache did for this request.
 const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
@@ -54,15 +54,20 @@ async fn handle(
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let tier = route::forced_tier(headers)?;
+    let server_tools = tools::requested(headers)?;
+    let trace = tools::trace(headers);
     let request = convert::chat_request(wire, extras)?;
-    let generation = state
-        .pipeline
-        .chat(tenant, request, directive, tier)
-        .await?;
+    let asked = Asked {
+        directive,
+        tier,
+        tools: &server_tools,
+    };
+    let generation = state.pipeline.chat(tenant, request, asked).await?;
     let cache_header = HeaderValue::from_static(generation.cache.as_str());
     if !stream {
         let mut done = collect(generation.events).await?;
-        let mut response = Json(response::completion(&generation.model, &mut done)).into_response();
+        let body = response::completion(&generation.model, &mut done, trace);
+        let mut response = Json(body).into_response();
         response.headers_mut().insert(CACHE_STATUS, cache_header);
         route::insert_headers(response.headers_mut(), &generation.routed);
         return Ok(response);
@@ -80,7 +85,7 @@ async fn handle(
             .into())
         }
     };
-    let chunks = response::Chunks::new(generation.model.clone(), include_usage);
+    let chunks = response::Chunks::new(generation.model.clone(), include_usage, trace);
     let body = Body::from_stream(sse::body(chunks, first, events));
     let mut response = Response::new(body);
     let headers = response.headers_mut();

@@ -13,6 +13,7 @@ mod models;
 pub mod response;
 mod route;
 pub mod sse;
+mod tools;
 
 /// A chat request body as `http/` turns it into the domain request (for other modules' tests).
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::domain::{Completion, Event, FinishReason, Usage};
+use crate::domain::{Completion, Event, FinishReason, Incomplete, Step, Usage};
 
 pub fn now_secs() -> u32 {
     SystemTime::now()
@@ -75,6 +75,12 @@ struct WireChoice<'a> {
     finish_reason: FinishReason,
 }
 
+/// Why an answer was cut short, as OpenAI's Responses API names it.
+#[derive(Serialize)]
+struct IncompleteDetails {
+    reason: Incomplete,
+}
+
 /// The non-streaming response body.
 #[derive(Serialize)]
 pub struct ChatCompletion<'a> {
@@ -85,11 +91,17 @@ pub struct ChatCompletion<'a> {
     choices: [WireChoice<'a>; 1],
     usage: WireUsage,
     system_fingerprint: Option<&'a str>,
+    /// Agent runs cut short by their deadline (`finish_reason` is then `length`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete_details: Option<IncompleteDetails>,
+    /// With `x-sluice-trace: 1`: the tool calls the gateway ran, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sluice_steps: Option<&'a [Step]>,
 }
 
 /// Build the non-streaming body. Tool calls without an id (an engine that makes none)
-/// get one, so clients can answer them.
-pub fn completion<'a>(model: &'a str, done: &'a mut Completion) -> ChatCompletion<'a> {
+/// get one, so clients can answer them. `trace` adds the agent run's steps.
+pub fn completion<'a>(model: &'a str, done: &'a mut Completion, trace: bool) -> ChatCompletion<'a> {
     for call in &mut done.tool_calls {
         if call.id.is_empty() {
             call.id = new_call_id();
@@ -127,6 +139,8 @@ pub fn completion<'a>(model: &'a str, done: &'a mut Completion) -> ChatCompletio
         }],
         usage: done.usage.unwrap_or_default().into(),
         system_fingerprint: None,
+        incomplete_details: done.incomplete.map(|reason| IncompleteDetails { reason }),
+        sluice_steps: trace.then_some(done.steps.as_slice()),
     }
 }
 
@@ -180,6 +194,12 @@ pub struct Chunk<'a> {
     /// `null` on every chunk but the last when usage was asked for; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<WireUsage>>,
+    /// On the chunk with `finish_reason` of an agent run cut short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete_details: Option<IncompleteDetails>,
+    /// With `x-sluice-trace: 1`: one tool call the gateway ran (`choices` is empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sluice_step: Option<&'a Step>,
 }
 
 /// Builds the chunks of one streamed response.
@@ -188,20 +208,39 @@ pub struct Chunks {
     created: u32,
     model: Arc<str>,
     include_usage: bool,
+    /// `x-sluice-trace: 1`: steps as chunks instead of SSE comments.
+    trace: bool,
+    /// Set by an `Incomplete` event; reported on the `finish_reason` chunk.
+    incomplete: Option<Incomplete>,
     /// Tool-call indexes already announced (their first delta carries id, type, name),
     /// with the id given to each.
     calls: Vec<Option<String>>,
 }
 
 impl Chunks {
-    pub fn new(model: Arc<str>, include_usage: bool) -> Self {
+    pub fn new(model: Arc<str>, include_usage: bool, trace: bool) -> Self {
         Chunks {
             id: new_id(),
             created: now_secs(),
             model,
             include_usage,
+            trace,
+            incomplete: None,
             calls: Vec::new(),
         }
+    }
+
+    /// Whether steps go out as `sluice_step` chunks (else as SSE comments).
+    pub fn trace(&self) -> bool {
+        self.trace
+    }
+
+    /// A step as a chunk with no choices (what SDKs skip, like the usage chunk).
+    pub fn step<'a>(&'a self, step: &'a Step) -> Chunk<'a> {
+        let mut chunk = self.chunk(Vec::new(), None);
+        chunk.usage = None;
+        chunk.sluice_step = Some(step);
+        chunk
     }
 
     fn chunk<'a>(&'a self, choices: Vec<ChunkChoice<'a>>, usage: Option<WireUsage>) -> Chunk<'a> {
@@ -213,6 +252,8 @@ impl Chunks {
             system_fingerprint: None,
             choices,
             usage: self.include_usage.then_some(usage),
+            incomplete_details: None,
+            sluice_step: None,
         }
     }
 
@@ -298,8 +339,21 @@ impl Chunks {
                     None,
                 )
             }
-            Event::Finish { reason, .. } => self.delta(Delta::default(), Some(*reason)),
+            Event::Finish { reason, .. } => {
+                let mut chunk = self.delta(Delta::default(), Some(*reason));
+                chunk.incomplete_details =
+                    self.incomplete.map(|reason| IncompleteDetails { reason });
+                chunk
+            }
+            Event::Step(step) => self.step(step),
+            // Folded into the `finish_reason` chunk by `note_incomplete`; never framed.
+            Event::Incomplete(_) => self.chunk(Vec::new(), None),
         }
+    }
+
+    /// Remember why the answer is cut short, for the `finish_reason` chunk.
+    pub fn note_incomplete(&mut self, why: Incomplete) {
+        self.incomplete = Some(why);
     }
 
     /// The closing usage chunk (`stream_options.include_usage`): `choices` is empty.

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 
 use super::response::Chunks;
-use crate::domain::{Event, EventStream};
+use crate::domain::{Event, EventStream, Step};
 use crate::error::{ApiError, BackendError};
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -25,6 +25,15 @@ pub fn frame<T: Serialize>(value: &T) -> Bytes {
     let mut buf = buf.into_inner();
     buf.put_slice(b"\n\n");
     buf.freeze()
+}
+
+/// A step as an SSE comment line: SDKs skip it, proxies see traffic during long tools.
+/// Only the tool, outcome and duration: arguments go out only with `x-sluice-trace`.
+fn comment(step: &Step) -> Bytes {
+    Bytes::from(format!(
+        ": sluice_step turn={} tool={} outcome={} duration_ms={:.3}\n\n",
+        step.turn, step.tool, step.outcome, step.duration_ms
+    ))
 }
 
 fn error_frame(e: BackendError) -> Bytes {
@@ -51,6 +60,14 @@ pub fn body(
                 },
             };
             match item {
+                Ok(Event::Step(step)) => {
+                    if chunks.trace() {
+                        yield Ok(frame(&chunks.step(&step)));
+                    } else {
+                        yield Ok(comment(&step));
+                    }
+                }
+                Ok(Event::Incomplete(why)) => chunks.note_incomplete(why),
                 Ok(event @ Event::Finish { usage, .. }) => {
                     yield Ok(frame(&chunks.event(&event, false)));
                     finished = Some(usage.unwrap_or_default());

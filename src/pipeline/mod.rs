@@ -4,11 +4,13 @@
 //! auth    API key → tenant              (runs first, in http/, before the body is read)
 //! limits  per-tenant rate limits, admission          (its own issue; slots in before route)
 //! route   logical model → tier (forced, or by complexity score and load) → deployment
+//! tools   the server tools the request gets (its model's, `x-sluice-tools`, per tenant)
 //! cache   exact cache (local + optional Redis), single-flight join of identical requests
-//! agent   server-side tool loop                      (its own issue)
+//! agent   server-side tool loop, inside the generation the cache sees (when tools)
 //! backend the engine's event stream, observed for metrics, cancelled on drop
 //! ```
 
+pub mod agent;
 pub mod auth;
 pub mod cache;
 mod observe;
@@ -24,7 +26,9 @@ use crate::config::{Config, ModelConfig};
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::{ApiError, BackendError};
 use crate::metrics::Metrics;
+use crate::tools::{Registry, Servers};
 
+pub use agent::{ToolAccess, Toolset};
 pub use auth::{Auth, Tenant};
 use route::InFlight;
 pub use route::{Decision, Reason, Routes, Target};
@@ -84,16 +88,39 @@ async fn generate(
     )))
 }
 
+/// Why the pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("cannot set up server tools: {0}")]
+    Tools(String),
+}
+
+/// What the client asked for besides the body (its headers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked<'a> {
+    /// `Cache-Control`.
+    pub directive: cache::Directive,
+    /// `x-sluice-tier`.
+    pub tier: Option<&'a str>,
+    /// `x-sluice-tools`: server tools to add to the model's own.
+    pub tools: &'a [String],
+}
+
 /// Everything the stages need, built once at start-up.
 pub struct Pipeline {
     pub auth: Auth,
     routes: Routes,
     backends: Backends,
+    tools: ToolAccess,
     cache: cache::Cache,
     models: Vec<ModelConfig>,
     metrics: Arc<Metrics>,
     /// Cancelled at the shutdown drain deadline: every generation still running ends.
     hard_stop: CancellationToken,
+    /// MCP connections (their child processes die with the pipeline).
+    _servers: Servers,
 }
 
 impl Pipeline {
@@ -101,29 +128,53 @@ impl Pipeline {
         config: &Config,
         metrics: Arc<Metrics>,
         hard_stop: CancellationToken,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<Self, SetupError> {
         let backends = Backends::from_config(config, &metrics)?;
+        Self::with_backends(config, backends, metrics, hard_stop)
+    }
+
+    /// A pipeline over backends built elsewhere: benchmarks and tests plug in an
+    /// in-process engine this way.
+    #[doc(hidden)]
+    pub fn with_backends(
+        config: &Config,
+        backends: Backends,
+        metrics: Arc<Metrics>,
+        hard_stop: CancellationToken,
+    ) -> Result<Self, SetupError> {
+        let (registry, servers) = crate::tools::build(config).map_err(SetupError::Tools)?;
         Ok(Pipeline {
             auth: Auth::from_config(&config.auth),
             routes: Routes::new(config, &backends),
+            tools: ToolAccess::new(config, registry),
             cache: cache::Cache::new(config, metrics.clone())?,
             backends,
             models: config.models.clone(),
             metrics,
             hard_stop,
+            _servers: servers,
         })
     }
 
-    /// Chat: route → cache (hit, or join an identical request in flight) → backend.
-    /// `tier` is the client's `x-sluice-tier` header. Dropping the returned events
-    /// cancels the generation (once every request sharing it has gone).
+    /// The server tools (MCP servers add theirs as they connect).
+    pub fn tools(&self) -> &Arc<Registry> {
+        self.tools.registry()
+    }
+
+    /// Chat: route → server tools → cache (hit, or join an identical request in flight)
+    /// → the agent loop when there are server tools → backend. Dropping the returned
+    /// events cancels the generation (once every request sharing it has gone).
     pub async fn chat(
         &self,
         tenant: &Tenant,
         request: ChatRequest,
-        directive: cache::Directive,
-        tier: Option<&str>,
+        asked: Asked<'_>,
     ) -> Result<Generation, ApiError> {
+        let Asked {
+            directive,
+            tier,
+            tools,
+        } = asked;
         let started = Instant::now();
         let decision = self.routes.route(&request, tier, false)?;
         self.count_route(&decision);
@@ -133,22 +184,52 @@ impl Pipeline {
         // ends; a cache hit or a join of an identical request drops it unused.
         let in_flight = target.enter();
         tracing::debug!(tenant = tenant.as_str(), model = %target.served, reason = routed.reason.as_str(), backend = target.backend.name(), "routed");
+        let toolset = self.tools.toolset(tenant, &target.model, &request, tools)?;
         let generation = |events, cache| Generation {
             model: target.served.clone(),
             routed: routed.clone(),
             events,
             cache,
         };
-        // The cache key holds the deployment, tier included: an answer is replayed
-        // only for the tier that produced it, and reports that tier.
-        let plan = self.cache.plan(
-            tenant.as_str(),
-            &target.model,
-            target.backend.name(),
-            &target.deployment,
-            &request,
-            directive,
-        );
+        // The cache key holds the deployment, tier included (an answer is replayed
+        // only for the tier that produced it, and reports that tier), and the server
+        // tools. Runs that may change the outside world are neither merged nor stored.
+        let plan = match &toolset {
+            Some(t) if t.has_side_effects() => None,
+            _ => self.cache.plan(
+                tenant.as_str(),
+                &target.model,
+                target.backend.name(),
+                &target.deployment,
+                &toolset.as_ref().map(Toolset::key).unwrap_or_default(),
+                &request,
+                directive,
+            ),
+        };
+        if let Some(toolset) = toolset {
+            let run = agent::Run {
+                target: target.clone(),
+                request,
+                toolset,
+                started,
+                metrics: self.metrics.clone(),
+                hard_stop: self.hard_stop.clone(),
+            };
+            // The run enters the tier once per turn; this request's own count ends here.
+            drop(in_flight);
+            let Some(plan) = plan else {
+                self.cache.count(cache::Status::Bypass);
+                return Ok(generation(agent::run(run), cache::Status::Bypass));
+            };
+            return Ok(self
+                .cached(
+                    &plan,
+                    directive,
+                    async move { Ok(agent::run(run)) },
+                    generation,
+                )
+                .await);
+        }
         let Some(plan) = plan else {
             self.cache.count(cache::Status::Bypass);
             let events = self
@@ -156,22 +237,37 @@ impl Pipeline {
                 .await?;
             return Ok(generation(events, cache::Status::Bypass));
         };
-        if let Some(events) = self.cache.lookup(&plan).await {
+        let start = {
+            let (target, metrics, hard_stop) =
+                (target.clone(), self.metrics.clone(), self.hard_stop.clone());
+            async move { generate(target, in_flight, request, started, metrics, hard_stop).await }
+        };
+        Ok(self.cached(&plan, directive, start, generation).await)
+    }
+
+    /// The cached answer for `plan`, or `start` run as the generation (or joined with
+    /// the identical one in flight).
+    async fn cached<S>(
+        &self,
+        plan: &cache::Plan,
+        directive: cache::Directive,
+        start: S,
+        generation: impl FnOnce(EventStream, cache::Status) -> Generation,
+    ) -> Generation
+    where
+        S: std::future::Future<Output = Result<EventStream, BackendError>> + Send + 'static,
+    {
+        if let Some(events) = self.cache.lookup(plan).await {
             self.cache.count(cache::Status::Hit);
-            return Ok(generation(events, cache::Status::Hit));
+            return generation(events, cache::Status::Hit);
         }
         let status = match directive {
             cache::Directive::Default => cache::Status::Miss,
             _ => cache::Status::Bypass,
         };
         self.cache.count(status);
-        let start = {
-            let (target, metrics, hard_stop) =
-                (target.clone(), self.metrics.clone(), self.hard_stop.clone());
-            async move { generate(target, in_flight, request, started, metrics, hard_stop).await }
-        };
-        let (events, _joined) = self.cache.generate(&plan, start);
-        Ok(generation(events, status))
+        let (events, _joined) = self.cache.generate(plan, start);
+        generation(events, status)
     }
 
     /// The route stage alone (`POST /v1/route`): where `request` would go now, with its

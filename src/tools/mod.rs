@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod net;
 pub mod read_file;
 mod registry;
+mod setup;
 pub mod sql_query;
 pub mod webhook;
 
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use registry::{Entry, Registry, Resolved, ToolTraits, UnknownTool};
+pub use setup::{build, Servers};
 
 /// What the model is told about a tool: the `function` of an OpenAI tool definition.
 #[derive(Debug, Clone, PartialEq)]

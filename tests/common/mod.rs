@@ -7,6 +7,7 @@ pub mod engine;
 pub mod fake_ollama;
 pub mod fake_openai;
 pub mod redis;
+pub mod scripted;
 
 use std::net::SocketAddr;
 

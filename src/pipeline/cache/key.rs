@@ -1,7 +1,8 @@
 //! The cache key: a blake3 hash of a canonical form of everything that changes the
 //! answer — the namespace (tenant, or `shared`), the resolved deployment (backend,
-//! upstream model, tier, engine options), messages, tools, tool choice, response format
-//! and every sampling field. What does not change the answer (`stream`,
+//! upstream model, tier, engine options), the server tools the gateway runs for it
+//! (each name with a hash of its spec and config), messages, tools, tool choice,
+//! response format and every sampling field. What does not change the answer (`stream`,
 //! `stream_options`, `user`, the logical model name, key order and whitespace in the
 //! JSON body) is not part of it. Objects are hashed with sorted keys, so a client's
 //! key order (e.g. in a tool's JSON schema) never matters.
@@ -24,6 +25,8 @@ struct Form<'a> {
     upstream_model: &'a str,
     tier: Option<&'a str>,
     options: CanonicalMap<'a>,
+    /// (name, fingerprint) of each server tool, sorted by name.
+    server_tools: &'a [(&'a str, [u8; 32])],
     messages: &'a [Message],
     /// (name, description, parameters, strict)
     tools: Vec<(&'a str, Option<&'a str>, Canonical<'a>, Option<bool>)>,
@@ -84,16 +87,24 @@ impl Serialize for CanonicalMap<'_> {
     }
 }
 
-/// The key of `request` served by `deployment` on `backend`, in namespace `namespace`.
-pub fn key(namespace: &str, backend: &str, deployment: &Deployment, request: &ChatRequest) -> Key {
+/// The key of `request` served by `deployment` on `backend` with `server_tools`, in
+/// namespace `namespace`.
+pub fn key(
+    namespace: &str,
+    backend: &str,
+    deployment: &Deployment,
+    server_tools: &[(&str, [u8; 32])],
+    request: &ChatRequest,
+) -> Key {
     let s = &request.sampling;
     let form = Form {
-        v: 1,
+        v: 2,
         namespace,
         backend,
         upstream_model: &deployment.upstream_model,
         tier: deployment.tier.as_deref(),
         options: CanonicalMap(&deployment.options),
+        server_tools,
         messages: &request.messages,
         tools: request
             .tools
@@ -158,7 +169,7 @@ mod tests {
     }
 
     fn key_of(body: &str) -> Key {
-        key("tenant-a", "local", &deployment(), &convert(body))
+        key("tenant-a", "local", &deployment(), &[], &convert(body))
     }
 
     const BASE: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,
@@ -205,11 +216,21 @@ mod tests {
             assert_ne!(with(field), base, "{field}");
         }
         let request = convert(BASE);
-        assert_ne!(key("tenant-b", "local", &deployment(), &request), base);
-        assert_ne!(key("tenant-a", "other", &deployment(), &request), base);
+        assert_ne!(key("tenant-b", "local", &deployment(), &[], &request), base);
+        assert_ne!(key("tenant-a", "other", &deployment(), &[], &request), base);
         let mut tier = deployment();
         tier.tier = Some("fp32".into());
-        assert_ne!(key("tenant-a", "local", &tier, &request), base);
+        assert_ne!(key("tenant-a", "local", &tier, &[], &request), base);
+        // The same deployment with server tools (sluice-agent beside sluice-tiny), and
+        // the same tool with another configuration, are other answers.
+        let calc = [("calculator", [1u8; 32])];
+        let with_tools = key("tenant-a", "local", &deployment(), &calc, &request);
+        assert_ne!(with_tools, base);
+        let reconfigured = [("calculator", [2u8; 32])];
+        assert_ne!(
+            key("tenant-a", "local", &deployment(), &reconfigured, &request),
+            with_tools
+        );
     }
 
     proptest! {

@@ -8,7 +8,8 @@
 //! one API key never sees another's answers. The request's `Cache-Control: no-cache`
 //! skips the lookup (and the merging) but stores the fresh answer; `no-store` neither
 //! reads nor writes. Only generations that finished are stored — never errors, nor
-//! streams cut off or cancelled.
+//! streams cut off or cancelled, nor agent runs that used a volatile tool (time, HTTP,
+//! MCP) or hit their deadline.
 
 mod flight;
 pub mod key;
@@ -141,13 +142,16 @@ impl Cache {
     }
 
     /// Whether and how `request` (for logical `model`, routed to `deployment` on
-    /// `backend`) uses the cache; `None` is a bypass.
+    /// `backend`, with the gateway running `server_tools`) uses the cache; `None` is a
+    /// bypass.
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &self,
         tenant: &str,
         model: &str,
         backend: &str,
         deployment: &Deployment,
+        server_tools: &[(&str, [u8; 32])],
         request: &ChatRequest,
         directive: Directive,
     ) -> Option<Plan> {
@@ -168,7 +172,7 @@ impl Cache {
             tenant
         };
         Some(Plan {
-            key: key::key(namespace, backend, deployment, request),
+            key: key::key(namespace, backend, deployment, server_tools, request),
             lookup: directive == Directive::Default,
             store: true,
         })
@@ -198,7 +202,11 @@ impl Cache {
         let (store, l2, ttl, key) = (self.store.clone(), self.l2.clone(), self.ttl, plan.key);
         let keep = plan.store;
         let on_done = move |done: Completion| async move {
-            let Some(answer) = Answer::from_completion(&done).filter(|_| keep) else {
+            // Runs that used a tool whose answers change with time, or that were cut
+            // short by their deadline, are not answers to replay.
+            let replayable =
+                keep && done.incomplete.is_none() && !done.steps.iter().any(|s| s.volatile);
+            let Some(answer) = Answer::from_completion(&done).filter(|_| replayable) else {
                 return;
             };
             if let (Some(l2), Ok(bytes)) = (&l2, serde_json::to_vec(&answer)) {

@@ -1,5 +1,5 @@
-//! A stored answer played back as the event stream a backend would have produced: the
-//! text, each tool call (with its original id), then `Finish` with the original usage.
+//! A stored answer played back as the event stream a backend would have produced: an
+//! agent run's steps, the text, each tool call (with its original id), then `Finish` with the original usage.
 //! `http/` turns it into SSE chunks or one JSON body, whichever the client asked for,
 //! whatever way the answer was first produced.
 
@@ -10,7 +10,10 @@ use crate::domain::{Event, EventStream};
 use super::store::Answer;
 
 pub fn replay(answer: &Arc<Answer>) -> EventStream {
-    let mut events = Vec::with_capacity(answer.tool_calls.len() + 2);
+    let mut events = Vec::with_capacity(answer.steps.len() + answer.tool_calls.len() + 2);
+    for step in &answer.steps {
+        events.push(Ok(Event::Step(Box::new(step.clone()))));
+    }
     if !answer.content.is_empty() {
         events.push(Ok(Event::Delta(answer.content.clone())));
     }

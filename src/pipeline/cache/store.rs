@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::key::Key;
-use crate::domain::{Completion, FinishReason, ToolCall, Usage};
+use crate::domain::{Completion, FinishReason, Step, ToolCall, Usage};
 use crate::metrics::Metrics;
 
 /// A finished answer as stored: what a replay needs, in both levels.
@@ -22,6 +22,9 @@ pub struct Answer {
     pub finish_reason: FinishReason,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// An agent run's tool calls, replayed so a trace of a hit shows them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +52,7 @@ impl Answer {
             finish_reason: done.finish_reason?,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            steps: done.steps.clone(),
         })
     }
 
@@ -74,7 +78,12 @@ impl Answer {
             .iter()
             .map(|c| c.id.len() + c.name.len() + c.arguments.len() + 48)
             .sum();
-        (self.content.len() + calls + 128).min(u32::MAX as usize) as u32
+        let steps: usize = self
+            .steps
+            .iter()
+            .map(|s| s.tool.len() + s.call_id.len() + s.arguments.len() + 96)
+            .sum();
+        (self.content.len() + calls + steps + 128).min(u32::MAX as usize) as u32
     }
 }
 
@@ -150,6 +159,7 @@ mod tests {
             finish_reason: FinishReason::Stop,
             prompt_tokens: 3,
             completion_tokens: 2,
+            steps: Vec::new(),
         })
     }
 
