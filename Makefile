@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server bench-latency bench-engine bench-cache bench-embed bench-mixed check-config model models clean
+.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed check-config model models clean
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -41,12 +41,18 @@ check-config:
 test: test-rust test-python
 
 # cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
-test-rust: ort redis-server models
+test-rust: ort redis-server models mcp-servers
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
 	else \
 		$(CARGO) test --locked --no-fail-fast; \
 	fi
+
+# The MCP tests (tests/mcp_tools.rs) start real MCP servers from PyPI (mcp-server-time,
+# mcp-server-fetch, a server on the official `mcp` SDK), pinned in
+# tests/mcp/requirements.txt and installed into tests/mcp/.venv.
+mcp-servers:
+	tests/mcp/setup.sh
 
 # The Redis cache tests spawn their own redis-server on a free port; install Debian's
 # package when it is missing (its postinst may also start a system redis on 6379: unused).
@@ -70,7 +76,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 	touch $@
 
 clean:
-	rm -rf target $(VENV) .ort tools/.venv
+	rm -rf target $(VENV) .ort tools/.venv tests/mcp/.venv
 
 # The real local models (README: "Real local models"): SmolLM2-135M-Instruct from its
 # GGUF and all-MiniLM-L6-v2, each from a PyPI wheel pinned by version and SHA-256,

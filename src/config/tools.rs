@@ -203,7 +203,7 @@ pub struct ToolConfig {
     /// The only environment the child gets (it starts with an empty one; PATH is not
     /// inherited either: give the program's full path or set PATH here).
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, SecretString>,
     /// The child's working directory.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
