@@ -172,6 +172,17 @@ pub enum OnnxTask {
     Embed,
 }
 
+/// The CPU priority of an embedded engine's threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnginePriority {
+    #[default]
+    Normal,
+    /// Linux `SCHED_IDLE`: only CPU time normal threads leave idle. For latency-tolerant
+    /// work (agent runs) beside interactive chat on the same cores.
+    Background,
+}
+
 /// An upstream engine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +251,10 @@ pub struct BackendConfig {
     /// samples freely and parses afterwards (and refuses `response_format` JSON).
     #[serde(default)]
     pub structured: Option<bool>,
+    /// `background`: the engine's threads (and ONNX Runtime's pools) use only CPU time
+    /// that normal-priority work leaves idle (default `normal`).
+    #[serde(default)]
+    pub priority: Option<EnginePriority>,
 }
 
 impl BackendConfig {

@@ -73,6 +73,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             ("threads", backend.threads.is_some()),
             ("ort_library", backend.ort_library.is_some()),
             ("structured", backend.structured.is_some()),
+            ("priority", backend.priority.is_some()),
         ] {
             if set {
                 issue(

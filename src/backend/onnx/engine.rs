@@ -33,6 +33,8 @@ pub struct EngineSettings {
     pub max_batch_size: usize,
     pub max_context: usize,
     pub queue_size: usize,
+    /// The thread runs at background CPU priority (`priority = "background"`).
+    pub background: bool,
 }
 
 /// The engine's metric children, already labelled with backend and tier.
@@ -111,7 +113,14 @@ impl EngineHandle {
             .name(format!("sluice-{}-{}", settings.backend, settings.tier))
             // `Engine`'s `Drop` is the thread's guard: it runs whether `run` returns or
             // panics.
-            .spawn(move || engine.run())
+            .spawn(move || {
+                if engine.settings.background {
+                    if let Err(e) = super::priority::lower_current_thread() {
+                        tracing::warn!(error = %e, "engine runs at normal priority");
+                    }
+                }
+                engine.run()
+            })
             .map_err(|e| format!("cannot start the engine thread: {e}"))?;
         Ok(handle)
     }

@@ -17,6 +17,7 @@ mod engine;
 mod grammar;
 mod kv;
 mod model;
+mod priority;
 mod prompt;
 mod runtime;
 mod sampler;
@@ -42,7 +43,7 @@ use self::prompt::ChatTemplate;
 use self::sampler::SamplingParams;
 use self::sequence::Job;
 use super::{Backend, Deployment, TierLoad};
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, EnginePriority};
 use crate::domain::{
     ChatRequest, EmbedRequest, EmbedResponse, EventStream, ResponseFormat, ToolChoice,
 };
@@ -122,13 +123,20 @@ impl OnnxBackend {
         let mut engines = BTreeMap::new();
         for tier in &tiers {
             let path = &folder.tiers[tier];
-            let decoder = decoder::Decoder::open(&env, path, threads).map_err(fail)?;
+            let background = cfg.priority == Some(EnginePriority::Background);
+            let decoder = if background {
+                priority::on_background_thread(|| decoder::Decoder::open(&env, path, threads))
+            } else {
+                decoder::Decoder::open(&env, path, threads)
+            }
+            .map_err(fail)?;
             let settings = EngineSettings {
                 backend: name.to_owned(),
                 tier: tier.clone(),
                 max_batch_size: cfg.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH),
                 max_context,
                 queue_size: cfg.queue_size.unwrap_or(DEFAULT_QUEUE),
+                background,
             };
             let shared = Shared {
                 tokenizer: folder.tokenizer.clone(),
