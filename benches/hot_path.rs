@@ -40,6 +40,7 @@ fn cache_key(c: &mut Criterion) {
                 "tenant",
                 "local",
                 &deployment,
+                &[],
                 black_box(&request),
             ))
         })
@@ -47,7 +48,7 @@ fn cache_key(c: &mut Criterion) {
 }
 
 fn frame_chunk(c: &mut Criterion) {
-    let chunks = Chunks::new(Arc::from("llama3.2"), true);
+    let chunks = Chunks::new(Arc::from("llama3.2"), true, false);
     let event = Event::Delta(" Boston".into());
     c.bench_function("frame one SSE content chunk", |b| {
         b.iter(|| black_box(sse::frame(&chunks.event(black_box(&event), false))))

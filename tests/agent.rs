@@ -106,7 +106,11 @@ async fn one_tool_call_is_run_and_the_client_gets_the_answer() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(offered, ["calculator", "current_time"]);
+    assert_eq!(
+        offered,
+        ["calculator", "current_time"],
+        "in the order the model lists them"
+    );
     let second = requests[1]["messages"].as_array().unwrap();
     assert_eq!(second[1]["tool_calls"][0]["id"], "call_t0_0");
     assert_eq!(second[2]["role"], "tool");

@@ -128,6 +128,13 @@ impl Backends {
         self.by_name.get(name)
     }
 
+    /// Put `backend` under `name`, replacing what config built there: benchmarks plug in
+    /// an in-process engine this way (see `Pipeline::with_backends`).
+    #[doc(hidden)]
+    pub fn replace(&mut self, name: &str, backend: Arc<dyn Backend>) {
+        self.by_name.insert(name.to_owned(), backend);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn Backend>)> {
         self.by_name.iter()
     }

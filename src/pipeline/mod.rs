@@ -142,7 +142,8 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         hard_stop: CancellationToken,
     ) -> Result<Self, SetupError> {
-        let (registry, servers) = crate::tools::build(config).map_err(SetupError::Tools)?;
+        let (registry, servers) =
+            crate::tools::build(config, &hard_stop).map_err(SetupError::Tools)?;
         Ok(Pipeline {
             auth: Auth::from_config(&config.auth),
             routes: Routes::new(config, &backends),

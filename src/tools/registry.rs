@@ -84,7 +84,7 @@ impl Entry {
 #[error("unknown server tool `{0}`")]
 pub struct UnknownTool(pub String);
 
-/// The entries a request may use, in a stable order (by name), without duplicates.
+/// The entries a request may use, in the order named, without duplicates.
 pub type Resolved = Vec<Arc<Entry>>;
 
 #[derive(Default)]
@@ -133,27 +133,35 @@ impl Registry {
         state.tools.contains_key(name) || state.sources.contains(name)
     }
 
-    /// The entries `names` stand for: each a tool name, or a source's name for all of
-    /// its tools at this moment.
+    /// The entries `names` stand for, in the order named (a source's tools by name),
+    /// each once: each a tool name, or a source's name for all of its tools now. The
+    /// order is the order the model is offered them in: a model trained on a tool list
+    /// sees it as trained.
     pub fn resolve<'a>(
         &self,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<Resolved, UnknownTool> {
         let state = self.read();
-        let mut out: BTreeMap<&str, Arc<Entry>> = BTreeMap::new();
+        let mut out: Resolved = Vec::new();
+        let mut push = |entry: &Arc<Entry>| {
+            if !out.iter().any(|e| e.name() == entry.name()) {
+                out.push(entry.clone());
+            }
+        };
         for name in names {
             if let Some(entry) = state.tools.get(name) {
-                out.insert(entry.name(), entry.clone());
+                push(entry);
             } else if state.sources.contains(name) {
-                for entry in state.tools.values().filter(|e| &*e.source == name) {
-                    out.insert(entry.name(), entry.clone());
-                }
+                state
+                    .tools
+                    .values()
+                    .filter(|e| &*e.source == name)
+                    .for_each(&mut push);
             } else {
                 return Err(UnknownTool(name.to_owned()));
             }
         }
-        // Names borrowed from entries cloned into the map: rebuild owned order.
-        Ok(out.into_values().collect())
+        Ok(out)
     }
 
     /// Every tool's name, sorted.
@@ -167,5 +175,46 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::calculator::Calculator;
+
+    fn entry(name: &str, source: &str) -> Entry {
+        let cfg: ToolConfig = toml::from_str("kind = \"calculator\"").unwrap();
+        Entry::new(Arc::new(Calculator::new(name, &cfg)), &cfg, source)
+    }
+
+    #[test]
+    fn resolves_in_the_order_named_once_each() {
+        let r = Registry::default();
+        for (name, source) in [
+            ("calc", "calc"),
+            ("sql", "sql"),
+            ("srv__b", "srv"),
+            ("srv__a", "srv"),
+        ] {
+            r.insert(entry(name, source));
+        }
+        r.declare("down");
+        let names = |v: Resolved| v.iter().map(|e| e.name().to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            names(r.resolve(["sql", "calc", "sql"]).unwrap()),
+            ["sql", "calc"]
+        );
+        assert_eq!(
+            names(r.resolve(["srv", "calc", "srv__a"]).unwrap()),
+            ["srv__a", "srv__b", "calc"]
+        );
+        assert!(
+            r.resolve(["down"]).unwrap().is_empty(),
+            "a known source with no tools yet"
+        );
+        assert_eq!(r.resolve(["nope"]).err(), Some(UnknownTool("nope".into())));
+        r.replace_source("srv", vec![entry("srv__c", "srv")]);
+        assert_eq!(names(r.resolve(["srv"]).unwrap()), ["srv__c"]);
     }
 }

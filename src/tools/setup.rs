@@ -5,9 +5,13 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Config, ToolKind};
 
-use super::{calculator, current_time, Entry, Registry, Tool};
+use super::{
+    calculator, current_time, http_get, mcp, read_file, sql_query, webhook, Entry, Registry, Tool,
+};
 
 /// The MCP connections, kept alive as long as the gateway runs.
 #[derive(Default)]
@@ -26,9 +30,13 @@ impl Servers {
 }
 
 /// Every configured tool, or the first one that cannot be set up (its key path and why).
-pub fn build(config: &Config) -> Result<(Arc<Registry>, Servers), String> {
+/// MCP connections end when `shutdown` is cancelled or the [`Servers`] are dropped.
+pub fn build(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Registry>, Servers), String> {
     let registry = Arc::new(Registry::default());
-    let servers = Servers::default();
+    let mut servers = Servers::default();
     for (name, cfg) in &config.tools {
         let fail = |e: String| format!("tools.{name}: {e}");
         let tool: Arc<dyn Tool> = match cfg.kind {
@@ -36,11 +44,15 @@ pub fn build(config: &Config) -> Result<(Arc<Registry>, Servers), String> {
             ToolKind::CurrentTime => {
                 Arc::new(current_time::CurrentTime::new(name, cfg).map_err(fail)?)
             }
-            kind => {
-                return Err(fail(format!(
-                    "kind `{}` is not available yet",
-                    kind.as_str()
-                )))
+            ToolKind::SqlQuery => Arc::new(sql_query::SqlQuery::new(name, cfg).map_err(fail)?),
+            ToolKind::ReadFile => Arc::new(read_file::ReadFile::new(name, cfg).map_err(fail)?),
+            ToolKind::HttpGet => Arc::new(http_get::HttpGet::new(name, cfg).map_err(fail)?),
+            ToolKind::Webhook => Arc::new(webhook::Webhook::new(name, cfg).map_err(fail)?),
+            ToolKind::Mcp => {
+                let server = mcp::start(name, cfg, registry.clone(), shutdown.child_token())
+                    .map_err(fail)?;
+                servers.handles.push(Box::new(server));
+                continue;
             }
         };
         registry.insert(Entry::new(tool, cfg, name));
