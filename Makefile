@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed check-config model models clean
+.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -115,6 +115,12 @@ bench-cache: ort
 # `make test`; the first run installs loadtest/embed/.venv (torch from PyPI, about 6 GB).
 bench-embed: ort models
 	loadtest/embed.sh
+
+# Agent runs beside plain chat: plain-chat p50/p99 alone and beside 64 (and 8) concurrent
+# server-side agent runs on the embedded engine, and the engine's batch size (see
+# loadtest/README.md). Not part of `make test`.
+bench-agent: ort
+	loadtest/agent.sh
 
 # Rebuild the bundled demo model models/sluice-tiny from scratch (about 40 minutes on
 # 2 cores; not part of `make test`). See models/sluice-tiny/MODEL_CARD.md.
