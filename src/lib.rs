@@ -7,11 +7,15 @@
 //!                    auth       API key → tenant (hashed keys from config)
 //!                    route      logical model → tier (forced, complexity score, load)
 //!                               → deployment → backend
+//!                    tools      the server tools this request gets (model, header, key)
 //!                    cache      exact cache (local + Redis), single-flight merging
+//!                    agent      the server-side tool loop, inside the cached generation
 //!                  backend/     one trait; each impl speaks to one kind of engine:
 //!                    onnx       embedded ONNX Runtime engine, continuous batching
 //!                    ollama     native /api/chat NDJSON
 //!                    openai     any OpenAI-compatible upstream
+//! tools/       server tools the agent loop runs: calculator, sql_query, http_get (net/:
+//!              address policy, resolver), read_file, current_time, webhook, mcp/
 //! calibrate/   `sluice route calibrate`: fits a tiered model's router on measured outcomes
 //! ```
 //!
