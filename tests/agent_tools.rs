@@ -276,7 +276,8 @@ tools = ["notify", "nope"]
 
 #[tokio::test]
 async fn an_mcp_server_s_tools_run_in_the_loop() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/.venv/bin/python");
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/.venv/bin/python");
     assert!(python.exists(), "run tests/mcp/setup.sh (make test does)");
     let extra = format!(
         r#"
@@ -295,7 +296,8 @@ tools = ["time"]
         python.display()
     );
     let (gw, _up) = start(&extra).await;
-    let turns = json!([[{"name": "time__get_current_time", "arguments": {"timezone": "Europe/Paris"}}]]);
+    let turns =
+        json!([[{"name": "time__get_current_time", "arguments": {"timezone": "Europe/Paris"}}]]);
     // The server connects in the background: until then `clock` has no server tools.
     let deadline = Instant::now() + Duration::from_secs(20);
     let v = loop {
@@ -311,12 +313,21 @@ tools = ["time"]
         if v["sluice_steps"].as_array().is_some_and(|s| !s.is_empty()) {
             break v;
         }
-        assert!(Instant::now() < deadline, "the MCP server's tools never appeared: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "the MCP server's tools never appeared: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(v["sluice_steps"][0]["tool"], "time__get_current_time");
     assert_eq!(v["sluice_steps"][0]["outcome"], "ok");
     let text = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(text.contains("Europe/Paris") && text.contains("datetime"), "{text}");
-    assert_eq!(v["sluice_steps"][0]["volatile"], true, "MCP tools are volatile by default");
+    assert!(
+        text.contains("Europe/Paris") && text.contains("datetime"),
+        "{text}"
+    );
+    assert_eq!(
+        v["sluice_steps"][0]["volatile"], true,
+        "MCP tools are volatile by default"
+    );
 }

@@ -256,7 +256,7 @@ impl Shared {
             .map_err(fail)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)
             .map_err(fail)?;
-        set_limits(&conn, value_limit(self.max_bytes));
+        set_limits(&conn, value_limit(self.max_bytes)).map_err(fail)?;
         // Reads the header and schema: a file that is not a database fails here.
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
             .map_err(fail)?;
@@ -438,21 +438,17 @@ pub fn value_limit(max_bytes: usize) -> i32 {
 }
 
 /// Per-connection limits: value size, query length, no attached databases.
-fn set_limits(conn: &Connection, value_bytes: i32) {
-    use rusqlite::ffi;
+fn set_limits(conn: &Connection, value_bytes: i32) -> rusqlite::Result<()> {
+    use rusqlite::limits::Limit;
     let sql_bytes = i32::try_from(MAX_QUERY_BYTES).unwrap_or(i32::MAX);
     for (limit, value) in [
-        (ffi::SQLITE_LIMIT_LENGTH, value_bytes),
-        (ffi::SQLITE_LIMIT_SQL_LENGTH, sql_bytes),
-        (ffi::SQLITE_LIMIT_ATTACHED, 0),
+        (Limit::SQLITE_LIMIT_LENGTH, value_bytes),
+        (Limit::SQLITE_LIMIT_SQL_LENGTH, sql_bytes),
+        (Limit::SQLITE_LIMIT_ATTACHED, 0),
     ] {
-        // SAFETY: `handle` is the open connection owned by `conn`, used on this thread
-        // only while `conn` is borrowed; sqlite3_limit only stores an integer in it.
-        // (rusqlite's safe `set_limit` needs its `limits` feature.)
-        unsafe {
-            ffi::sqlite3_limit(conn.handle(), limit, value);
-        }
+        conn.set_limit(limit, value)?;
     }
+    Ok(())
 }
 
 /// Whether something other than blanks, comments and `;` follows the first statement.
