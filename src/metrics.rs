@@ -89,7 +89,7 @@ pub struct Metrics {
     pub tool_duration: HistogramVec,
     /// `sluice_agent_steps{model}`: tool-calling turns per agent run.
     pub agent_steps: HistogramVec,
-    /// `sluice_agent_runs_total{model, outcome=answer|max_steps|deadline|client_tool|error}`.
+    /// `sluice_agent_runs_total{model, outcome=answer|max_steps|deadline|context_length|client_tool|error}`.
     pub agent_runs: IntCounterVec,
 }
 

@@ -30,12 +30,15 @@ pub struct Step {
 pub enum Incomplete {
     /// The agent run's `deadline` passed.
     Deadline,
+    /// Tool results made the conversation too long for the model's context.
+    ContextLength,
 }
 
 impl Incomplete {
     pub fn as_str(self) -> &'static str {
         match self {
             Incomplete::Deadline => "deadline",
+            Incomplete::ContextLength => "context_length",
         }
     }
 }

@@ -127,6 +127,27 @@ fn remaining(deadline: tokio::time::Instant) -> Duration {
     deadline.saturating_duration_since(tokio::time::Instant::now())
 }
 
+/// Replace the results of the last turn's calls (the tool messages at the end) that are
+/// longer than the note itself by a note that they did not fit in the model's context.
+/// Returns whether anything was replaced.
+pub fn shrink_last_results(messages: &mut [Message]) -> bool {
+    let mut replaced = false;
+    for m in messages.iter_mut().rev() {
+        if m.role != Role::Tool {
+            break;
+        }
+        let bytes = m.text_content().len();
+        let note = format!(
+            "error: the result ({bytes} bytes) does not fit in the model's context; ask for less (add a LIMIT, filter, or narrow the question)"
+        );
+        if bytes > note.len() {
+            m.content = vec![crate::domain::ContentPart::Text { text: note }];
+            replaced = true;
+        }
+    }
+    replaced
+}
+
 /// The model's arguments text as a JSON object (empty text counts as `{}`).
 fn parse_arguments(text: &str) -> Result<Value, ToolError> {
     if text.trim().is_empty() {

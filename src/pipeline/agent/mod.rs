@@ -9,7 +9,10 @@
 //! sums every turn. Calls to tools the client defined (or tools with `approval =
 //! "client"`) end the loop and go back as `tool_calls`, as any completion would. At
 //! `max_steps` one last turn runs with `tool_choice: "none"`; past the deadline the
-//! answer ends with `finish_reason: "length"` and `incomplete_details`. Dropping the
+//! answer ends with `finish_reason: "length"` and `incomplete_details`. When tool results
+//! make the next turn too long for the model's context, they are replaced once by an
+//! error saying so (the model can ask for less); if it still does not fit, the answer
+//! ends with `length` and `incomplete_details.reason = "context_length"`. Dropping the
 //! stream (client gone) cancels the turn or the tool calls under way.
 
 pub mod access;
@@ -48,6 +51,7 @@ enum Outcome {
     Answer,
     MaxSteps,
     Deadline,
+    ContextLength,
     ClientTool,
     Error,
 }
@@ -58,6 +62,7 @@ impl Outcome {
             Outcome::Answer => "answer",
             Outcome::MaxSteps => "max_steps",
             Outcome::Deadline => "deadline",
+            Outcome::ContextLength => "context_length",
             Outcome::ClientTool => "client_tool",
             Outcome::Error => "error",
         }
@@ -124,8 +129,12 @@ pub fn run(run: Run) -> EventStream {
         let mut messages = request.messages.clone();
         let mut usage = Usage::default();
         let mut turn = 0u32;
+        let mut retry = false;
         loop {
-            turn += 1;
+            if !retry {
+                turn += 1;
+            }
+            let retried = std::mem::take(&mut retry);
             let last = tally.steps >= limits.max_steps;
             let tool_choice = if last {
                 Some(ToolChoice::None)
@@ -149,16 +158,31 @@ pub fn run(run: Run) -> EventStream {
                 metrics.clone(),
                 hard_stop.clone(),
             );
-            let mut events = tokio::select! {
-                started = start => match started {
-                    Ok(events) => events,
-                    Err(e) => {
-                        tally.outcome = Some(Outcome::Error);
-                        yield Err(e);
-                        return;
-                    }
-                },
-                () = tokio::time::sleep_until(deadline) => {
+            let started_turn = tokio::select! {
+                started = start => Some(started),
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let too_long = |e: &BackendError| turn > 1 && matches!(e, BackendError::ContextLength { .. });
+            let mut events = match started_turn {
+                Some(Ok(events)) => events,
+                // Tool results made the conversation too long for the model: tell it so
+                // in their place, once, and let it ask for less.
+                Some(Err(e)) if too_long(&e) && !retried && calls::shrink_last_results(&mut messages) => {
+                    retry = true;
+                    continue;
+                }
+                Some(Err(e)) if too_long(&e) => {
+                    tally.outcome = Some(Outcome::ContextLength);
+                    yield Ok(Event::Incomplete(Incomplete::ContextLength));
+                    yield Ok(Event::Finish { reason: FinishReason::Length, usage: Some(usage) });
+                    return;
+                }
+                Some(Err(e)) => {
+                    tally.outcome = Some(Outcome::Error);
+                    yield Err(e);
+                    return;
+                }
+                None => {
                     tally.outcome = Some(Outcome::Deadline);
                     yield Ok(Event::Incomplete(Incomplete::Deadline));
                     yield Ok(Event::Finish { reason: FinishReason::Length, usage: Some(usage) });
