@@ -55,17 +55,31 @@ async fn a_second_replica_gets_a_hit_written_by_the_first() {
     let body = deterministic("shared between replicas");
     let (status, original) = ask(&first, &body).await;
     assert_eq!(status, "miss");
-    // The write to Redis follows the answer; give it a moment.
-    let mut replayed = None;
-    for _ in 0..50 {
-        let (status, answer) = ask(&second, &body).await;
-        if status == "hit" {
-            replayed = Some(answer);
+    // The write to Redis follows the answer: wait until Redis holds it (asking the second
+    // replica before that would be a miss, and a second upstream call).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sluice:cache:v1:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            Instant::now() < deadline,
+            "the first replica never wrote to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let replayed = replayed.expect("the second replica hits the first one's answer");
+    let (status, replayed) = ask(&second, &body).await;
+    assert_eq!(
+        status, "hit",
+        "the second replica hits the first one's answer"
+    );
     assert_eq!(
         replayed["choices"][0]["message"],
         original["choices"][0]["message"]
