@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod tools;
+pub mod workflows;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub enum RunError {
     Backend(#[from] error::BackendError),
     #[error("{0}")]
     Setup(#[from] pipeline::SetupError),
+    #[error("cannot set up workflows: {0}")]
+    Workflows(String),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -66,7 +69,18 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new()?);
     let hard_stop = tokio_util::sync::CancellationToken::new();
-    let pipeline = Pipeline::new(&config, metrics.clone(), hard_stop.clone())?;
+    let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), hard_stop.clone())?);
+    let workflows_stop = tokio_util::sync::CancellationToken::new();
+    let workflows = workflows::Workflows::start(
+        &config,
+        pipeline.tools().clone(),
+        metrics.clone(),
+        workflows::schedule::Clock::system(),
+        workflows_stop.clone(),
+    )
+    .await
+    .map_err(RunError::Workflows)?;
+    workflows.attach(&pipeline);
     if pipeline.auth.is_open() {
         tracing::warn!(
             "no [[auth.keys]] configured: the gateway is open to anyone who can reach it"
@@ -74,6 +88,7 @@ pub async fn run(
     }
     let state = Arc::new(AppState {
         pipeline,
+        workflows: workflows.clone(),
         metrics,
         started: http::response::now_secs(),
     });
@@ -93,8 +108,29 @@ pub async fn run(
             let _ = stopping_tx.send(());
         })
         .into_future();
-    let mut server = tokio::spawn(server);
-    let drain_timeout = config.server.shutdown_timeout;
+    let server = tokio::spawn(server);
+    let result = serve_until_drained(
+        server,
+        stopping_rx,
+        config.server.shutdown_timeout,
+        hard_stop,
+    )
+    .await;
+    // Runs still going end as interrupted (recorded so); schedules stop.
+    workflows_stop.cancel();
+    workflows
+        .wait_stopped(std::time::Duration::from_secs(5))
+        .await;
+    result
+}
+
+/// Wait for the server; once shutdown starts, give in-flight requests `drain_timeout`.
+async fn serve_until_drained(
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stopping_rx: tokio::sync::oneshot::Receiver<()>,
+    drain_timeout: std::time::Duration,
+    hard_stop: tokio_util::sync::CancellationToken,
+) -> Result<(), RunError> {
     tokio::select! {
         result = &mut server => return flatten(result),
         Ok(()) = stopping_rx => {

@@ -91,6 +91,17 @@ pub struct Metrics {
     pub agent_steps: HistogramVec,
     /// `sluice_agent_runs_total{model, outcome=answer|max_steps|deadline|context_length|client_tool|error}`.
     pub agent_runs: IntCounterVec,
+    /// `sluice_workflow_runs_total{workflow, outcome=succeeded|failed|interrupted}`.
+    pub workflow_runs: IntCounterVec,
+    /// `sluice_workflow_runs_running{workflow}`: runs going now.
+    pub workflow_running: IntGaugeVec,
+    /// `sluice_workflow_step_duration_seconds{kind=tool|model|template|chart, outcome=succeeded|failed}`:
+    /// one step, retries included.
+    pub workflow_step_seconds: HistogramVec,
+    /// `sluice_workflow_schedule_skips_total{workflow, reason=late|busy|limit}`: scheduled
+    /// runs not started (sluice was paused or down past the time, the previous run was
+    /// still going, or `workflows.max_running` was reached).
+    pub workflow_schedule_skips: IntCounterVec,
 }
 
 impl Metrics {
@@ -320,6 +331,36 @@ impl Metrics {
             ),
             &["model", "outcome"],
         )?;
+        let workflow_runs = IntCounterVec::new(
+            Opts::new(
+                "sluice_workflow_runs_total",
+                "Workflow runs that ended, by outcome",
+            ),
+            &["workflow", "outcome"],
+        )?;
+        let workflow_running = IntGaugeVec::new(
+            Opts::new("sluice_workflow_runs_running", "Workflow runs going now"),
+            &["workflow"],
+        )?;
+        let workflow_step_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_workflow_step_duration_seconds",
+                "Time one workflow step took, retries included",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["kind", "outcome"],
+        )?;
+        let workflow_schedule_skips = IntCounterVec::new(
+            Opts::new(
+                "sluice_workflow_schedule_skips_total",
+                "Scheduled workflow runs not started, by reason",
+            ),
+            &["workflow", "reason"],
+        )?;
+        registry.register(Box::new(workflow_runs.clone()))?;
+        registry.register(Box::new(workflow_running.clone()))?;
+        registry.register(Box::new(workflow_step_seconds.clone()))?;
+        registry.register(Box::new(workflow_schedule_skips.clone()))?;
         registry.register(Box::new(tool_calls.clone()))?;
         registry.register(Box::new(tool_duration.clone()))?;
         registry.register(Box::new(agent_steps.clone()))?;
@@ -390,6 +431,10 @@ impl Metrics {
             tool_duration,
             agent_steps,
             agent_runs,
+            workflow_runs,
+            workflow_running,
+            workflow_step_seconds,
+            workflow_schedule_skips,
         })
     }
 

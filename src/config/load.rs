@@ -71,11 +71,15 @@ pub fn load_str(
     if !issues.is_empty() {
         return Err(ConfigError(issues));
     }
-    let config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         ConfigError::one(path, e.into_inner().message().to_string())
     })?;
+    let issues = super::workflows::load_files(&mut config.workflows);
+    if !issues.is_empty() {
+        return Err(ConfigError(issues));
+    }
     let issues = super::validate::validate(&config);
     if issues.is_empty() {
         Ok(config)

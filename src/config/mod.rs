@@ -6,6 +6,7 @@ mod load;
 mod route;
 mod tools;
 mod validate;
+mod workflows;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,10 @@ use serde::Deserialize;
 pub use load::{load, load_str, ConfigError, ConfigIssue};
 pub use route::{LoadPolicy, ModelRoute, RouteConfig, Weights, DEFAULT_BIAS};
 pub use tools::{AgentConfig, Approval, ModelAgentConfig, ToolConfig, ToolKind};
+pub use workflows::{
+    check_input, ChartType, InputConfig, InputType, StepConfig, StepKind, TextFormat,
+    WorkflowConfig, WorkflowsConfig,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +49,9 @@ pub struct Config {
     /// Server tools by name (`[tools.NAME]`): the gateway runs their calls itself.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolConfig>,
+    /// Declared multi-step jobs, their schedules and the run store.
+    #[serde(default)]
+    pub workflows: WorkflowsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -283,7 +283,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Whether `name` names a configured tool or tool server (`SERVER__tool` for MCP).
-fn configured(tools: &BTreeMap<String, ToolConfig>, name: &str) -> bool {
+pub(super) fn configured(tools: &BTreeMap<String, ToolConfig>, name: &str) -> bool {
     if tools.contains_key(name) {
         return true;
     }
@@ -395,7 +395,7 @@ pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, St
             check_limits(&format!("{path}.agent"), &limits, issue);
         }
         for (j, name) in model.tools.iter().enumerate() {
-            if !configured(&config.tools, name) {
+            if !configured(&config.tools, name) && !is_workflow(config, name) {
                 issue(
                     format!("{path}.tools[{j}]"),
                     format!("no [tools.{name}] is configured"),
@@ -420,7 +420,7 @@ pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, St
     }
     for (i, key) in config.auth.keys.iter().enumerate() {
         for (j, name) in key.tools.iter().enumerate() {
-            if !configured(&config.tools, name) {
+            if !configured(&config.tools, name) && !is_workflow(config, name) {
                 issue(
                     format!("auth.keys[{i}].tools[{j}]"),
                     format!("no [tools.{name}] is configured"),
@@ -428,6 +428,12 @@ pub(super) fn validate(config: &super::Config, issue: &mut impl FnMut(String, St
             }
         }
     }
+}
+
+/// Whether `name` is `workflow__NAME` of a declared workflow (the agent may call it).
+fn is_workflow(config: &super::Config, name: &str) -> bool {
+    name.strip_prefix("workflow__")
+        .is_some_and(|w| config.workflows.jobs.contains_key(w))
 }
 
 fn check_limits(path: &str, limits: &AgentConfig, issue: &mut impl FnMut(String, String)) {

@@ -101,6 +101,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
 
     validate_cache(config, &mut issue);
     super::tools::validate(config, &mut issue);
+    super::workflows::validate(config, &mut issue);
 
     if config.models.is_empty() {
         issue(

@@ -14,6 +14,7 @@ pub mod response;
 mod route;
 pub mod sse;
 mod tools;
+mod workflows;
 
 /// A chat request body as `http/` turns it into the domain request (for other modules' tests).
 #[cfg(test)]
@@ -31,10 +32,12 @@ use axum::Router;
 
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::workflows::Workflows;
 
 /// Shared by every handler.
 pub struct AppState {
-    pub pipeline: Pipeline,
+    pub pipeline: Arc<Pipeline>,
+    pub workflows: Workflows,
     pub metrics: Arc<Metrics>,
     /// Unix time the gateway started (`created` of catalog models).
     pub started: u32,
@@ -48,6 +51,16 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/route", post(route::dry_run))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
+        .route("/v1/workflows", get(workflows::list_workflows))
+        .route(
+            "/v1/workflows/{name}/runs",
+            post(workflows::create_run).get(workflows::list_runs),
+        )
+        .route("/v1/workflows/runs/{id}", get(workflows::get_run))
+        .route(
+            "/v1/workflows/runs/{id}/artifacts/{step}",
+            get(workflows::get_artifact),
+        )
         .route_layer(from_fn_with_state(state.clone(), layers::auth));
     Router::new()
         .merge(v1)

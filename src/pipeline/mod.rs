@@ -215,6 +215,7 @@ impl Pipeline {
                 started,
                 metrics: self.metrics.clone(),
                 hard_stop: self.hard_stop.clone(),
+                tenant: tenant.0.clone(),
             };
             // The run enters the tier once per turn; this request's own count ends here.
             drop(in_flight);

@@ -51,6 +51,8 @@ pub struct CallContext {
     pub call_id: String,
     /// The agent run's id: with `call_id`, an idempotency key.
     pub run_id: String,
+    /// Who the call runs for (workflow runs are recorded under it).
+    pub tenant: std::sync::Arc<str>,
 }
 
 impl CallContext {
@@ -66,6 +68,7 @@ impl CallContext {
             cancel: CancellationToken::new(),
             call_id: "call_0".into(),
             run_id: "run_0".into(),
+            tenant: std::sync::Arc::from("anonymous"),
         }
     }
 }
@@ -119,6 +122,12 @@ pub trait Tool: Send + Sync {
     /// when `ctx.cancel` fires and should not outlive `ctx.deadline` (the runtime drops
     /// the future then, so blocking work must watch the context itself).
     async fn call(&self, arguments: Value, ctx: &CallContext) -> Result<String, ToolError>;
+
+    /// The same call for a workflow step, which keeps structure: tools whose answer has
+    /// one (sql_query's rows) give it as JSON; the rest give their text as a string.
+    async fn call_value(&self, arguments: Value, ctx: &CallContext) -> Result<Value, ToolError> {
+        self.call(arguments, ctx).await.map(Value::String)
+    }
 }
 
 /// Run `tool` under `ctx`: its own result, or `TimedOut` / `Cancelled` when the

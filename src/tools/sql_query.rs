@@ -15,6 +15,9 @@
 //!   a progress handler stops the query at the deadline (`timeout`, default 2 s, or the
 //!   call's own deadline if sooner) or when the call is cancelled.
 //!
+//! Values are never spliced into SQL by sluice: workflow steps pass them in `params`,
+//! bound to `?` / `:name` placeholders (`rows`), and read rows as JSON (`call_value`).
+//!
 //! Queries run on tokio's blocking pool with connections from a small idle pool.
 //! Output (`format`) is capped at `max_rows` rows (default 200) and `max_bytes` bytes
 //! (default 64 KiB); a cut result ends with a note that says so.
@@ -35,9 +38,11 @@ use super::{one_string_schema, string_arg, CallContext, Tool, ToolError, ToolSpe
 use crate::config::ToolConfig;
 
 mod format;
+mod rows;
 
 use format::Output;
 pub use format::{format_float, format_value, python_bytes_repr};
+use rows::{Answer, Params, Shape};
 
 /// What sluice-tiny was trained with: keep it word for word.
 pub const DEFAULT_DESCRIPTION: &str = "run a read-only SQL query on the sales database";
@@ -174,8 +179,32 @@ impl Tool for SqlQuery {
     }
 
     async fn call(&self, arguments: Value, ctx: &CallContext) -> Result<String, ToolError> {
+        match self.call_shaped(arguments, ctx, Shape::Text).await? {
+            Answer::Text(text) => Ok(text),
+            Answer::Rows(rows) => Ok(rows.to_string()),
+        }
+    }
+
+    /// Rows as JSON for workflow steps: `{"columns", "rows": [{column: value}],
+    /// "row_count", "truncated"}`.
+    async fn call_value(&self, arguments: Value, ctx: &CallContext) -> Result<Value, ToolError> {
+        match self.call_shaped(arguments, ctx, Shape::Rows).await? {
+            Answer::Text(text) => Ok(Value::String(text)),
+            Answer::Rows(rows) => Ok(rows),
+        }
+    }
+}
+
+impl SqlQuery {
+    async fn call_shaped(
+        &self,
+        arguments: Value,
+        ctx: &CallContext,
+        shape: Shape,
+    ) -> Result<Answer, ToolError> {
         let query = string_arg(&arguments, "query")?.trim().to_owned();
         check_text(&query)?;
+        let params = Params::from_arguments(&arguments)?;
         let timeout = self.shared.timeout.min(ctx.remaining());
         let deadline = tokio::time::Instant::now() + timeout;
         // Stops the blocking work when the call is cancelled or this future dropped.
@@ -183,8 +212,9 @@ impl Tool for SqlQuery {
         let _stop_on_drop = stop.clone().drop_guard();
         let shared = Arc::clone(&self.shared);
         let std_deadline = std::time::Instant::now() + timeout;
-        let work =
-            tokio::task::spawn_blocking(move || shared.run(&query, std_deadline, &stop, timeout));
+        let work = tokio::task::spawn_blocking(move || {
+            shared.run(&query, &params, shape, std_deadline, &stop, timeout)
+        });
         tokio::select! {
             biased;
             () = ctx.cancel.cancelled() => Err(ToolError::Cancelled),
@@ -280,13 +310,16 @@ impl Shared {
     }
 
     /// One query on the blocking pool.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         query: &str,
+        params: &Params,
+        shape: Shape,
         deadline: std::time::Instant,
         stop: &CancellationToken,
         timeout: Duration,
-    ) -> Result<String, ToolError> {
+    ) -> Result<Answer, ToolError> {
         let mut c = self.take()?;
         let stopped = {
             let stop = stop.clone();
@@ -296,7 +329,7 @@ impl Shared {
             .progress_handler(PROGRESS_STEPS, Some(stopped))
             .map_err(|e| ToolError::Failed(e.to_string()))?;
         *c.log.lock().unwrap_or_else(PoisonError::into_inner) = AuthLog::default();
-        let out = self.query(&c, query);
+        let out = self.query(&c, query, params, shape);
         self.put_back(c);
         out.map_err(|e| match e {
             Stop::Tool(e) => e,
@@ -305,7 +338,13 @@ impl Shared {
         })
     }
 
-    fn query(&self, c: &Sandboxed, query: &str) -> Result<String, Stop> {
+    fn query(
+        &self,
+        c: &Sandboxed,
+        query: &str,
+        params: &Params,
+        shape: Shape,
+    ) -> Result<Answer, Stop> {
         let prepared = c.conn.prepare(query);
         let log = std::mem::take(&mut *c.log.lock().unwrap_or_else(PoisonError::into_inner));
         if let Some(reason) = log.denied {
@@ -317,8 +356,23 @@ impl Shared {
                 "{ONLY_SELECT}: this statement is not a SELECT"
             ))));
         }
+        params.bind(&mut stmt).map_err(|e| match e {
+            rows::BindError::Tool(e) => Stop::Tool(e),
+            rows::BindError::Sqlite(e) => Stop::from_sqlite(e),
+        })?;
         let columns = stmt.column_count();
-        let mut rows = stmt.query([]).map_err(Stop::from_sqlite)?;
+        if shape == Shape::Rows {
+            let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+            let mut rows = stmt.raw_query();
+            let mut out = rows::JsonRows::new(names, self.max_rows, self.max_bytes);
+            while let Some(row) = rows.next().map_err(Stop::from_sqlite)? {
+                if !out.push(row).map_err(Stop::from_sqlite)? {
+                    break;
+                }
+            }
+            return Ok(Answer::Rows(out.finish()));
+        }
+        let mut rows = stmt.raw_query();
         let mut out = Output::new(columns, self.max_rows, self.max_bytes);
         while let Some(row) = rows.next().map_err(Stop::from_sqlite)? {
             let mut values = Vec::with_capacity(columns);
@@ -329,7 +383,7 @@ impl Shared {
                 break;
             }
         }
-        Ok(out.finish())
+        Ok(Answer::Text(out.finish()))
     }
 }
 
@@ -605,7 +659,14 @@ mod tests {
         let far = std::time::Instant::now() + Duration::from_secs(30);
         let token = stop.clone();
         let work = tokio::task::spawn_blocking(move || {
-            shared.run(bomb, far, &token, Duration::from_secs(30))
+            shared.run(
+                bomb,
+                &Params::None,
+                Shape::Text,
+                far,
+                &token,
+                Duration::from_secs(30),
+            )
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let cancelled_at = std::time::Instant::now();

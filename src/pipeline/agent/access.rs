@@ -81,6 +81,14 @@ impl ToolAccess {
                 .iter()
                 .filter(|(_, t)| t.public)
                 .map(|(name, _)| name.clone())
+                .chain(
+                    config
+                        .workflows
+                        .jobs
+                        .iter()
+                        .filter(|(_, w)| w.public)
+                        .map(|(name, _)| format!("workflow__{name}")),
+                )
                 .collect(),
         }
     }

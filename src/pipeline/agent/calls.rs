@@ -28,6 +28,7 @@ pub struct Runner<'a> {
     pub deadline: tokio::time::Instant,
     pub cancel: &'a CancellationToken,
     pub run_id: &'a str,
+    pub tenant: &'a Arc<str>,
 }
 
 impl Runner<'_> {
@@ -110,6 +111,7 @@ impl Runner<'_> {
             cancel: self.cancel.child_token(),
             call_id: call.id.clone(),
             run_id: self.run_id.to_owned(),
+            tenant: self.tenant.clone(),
         };
         // Dropping the call's future (client gone) must stop blocking work too.
         let _stop = ctx.cancel.clone().drop_guard();

@@ -43,6 +43,8 @@ pub struct Run {
     pub started: Instant,
     pub metrics: Arc<Metrics>,
     pub hard_stop: CancellationToken,
+    /// Who asked: tools that record runs (workflows) record it.
+    pub tenant: Arc<str>,
 }
 
 /// How a run ended (the `outcome` label of `sluice_agent_runs_total`).
@@ -117,7 +119,7 @@ fn offered_tools(request: &ChatRequest, toolset: &Toolset) -> Vec<Tool> {
 /// Start a run; its events are the answer's.
 pub fn run(run: Run) -> EventStream {
     Box::pin(async_stream::stream! {
-        let Run { target, request, toolset, started, metrics, hard_stop } = run;
+        let Run { target, request, toolset, started, metrics, hard_stop, tenant } = run;
         let limits = toolset.limits.clone();
         let cancel = hard_stop.child_token();
         let _cancel_on_drop = cancel.clone().drop_guard();
@@ -125,7 +127,7 @@ pub fn run(run: Run) -> EventStream {
         let run_id = format!("run_{}", uuid::Uuid::new_v4().simple());
         let mut tally = Tally { metrics: metrics.clone(), model: target.model.clone(), steps: 0, outcome: None };
         let tools = offered_tools(&request, &toolset);
-        let runner = calls::Runner { toolset: &toolset, metrics: &metrics, deadline, cancel: &cancel, run_id: &run_id };
+        let runner = calls::Runner { toolset: &toolset, metrics: &metrics, deadline, cancel: &cancel, run_id: &run_id, tenant: &tenant };
         let mut messages = request.messages.clone();
         let mut usage = Usage::default();
         let mut turn = 0u32;
