@@ -366,3 +366,55 @@ fn spec_is_what_the_model_was_trained_on() {
         .clone();
     assert_eq!(custom, "query the shop");
 }
+
+#[tokio::test]
+async fn params_are_bound_and_rows_come_back_as_json() {
+    let sb = sandbox();
+    let t = tool(&sb, "max_rows = 2");
+    let before = snapshot(sb.dir.path());
+    let ctx = CallContext::with_timeout(Duration::from_secs(5));
+    let value = |args| t.call_value(args, &ctx);
+
+    let rows = value(json!({
+        "query": "SELECT id, name FROM customers WHERE id IN (?, ?, ?) ORDER BY id",
+        "params": [1, 2.0, "3"],
+    }))
+    .await
+    .unwrap();
+    assert_eq!(rows["columns"], json!(["id", "name"]));
+    assert_eq!(rows["rows"][0]["id"], 1);
+    assert_eq!(
+        (rows["row_count"].as_u64(), rows["truncated"].as_bool()),
+        (Some(2), Some(true))
+    );
+
+    let named = value(json!({
+        "query": "SELECT count(*) AS n FROM customers WHERE name = :name OR country = :name",
+        "params": {"name": "'; DROP TABLE customers; --"},
+    }))
+    .await
+    .unwrap();
+    assert_eq!(named["rows"], json!([{"n": 0}]));
+
+    for (params, needle) in [
+        (json!([]), "1 placeholder(s) but 0"),
+        (json!([1, 2]), "1 placeholder(s) but 2"),
+        (json!([[1]]), "params[0]"),
+        (json!("1"), "must be a list"),
+        (json!({"other": 1}), "no placeholder `:other`"),
+    ] {
+        let err = value(
+            json!({"query": "SELECT * FROM customers WHERE id = ?", "params": params.clone()}),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, ToolError::InvalidArguments(m) if m.contains(needle)),
+            "{params}: {err:?}"
+        );
+    }
+    // The model's text answer is unchanged by params support.
+    let text = call(&t, "SELECT count(*) FROM customers").await.unwrap();
+    assert!(!text.starts_with('{'), "{text}");
+    assert_eq!(snapshot(sb.dir.path()), before);
+}

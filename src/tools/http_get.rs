@@ -86,7 +86,7 @@ impl HttpGet {
     }
 
     /// GET `url`, following allowed redirects.
-    async fn fetch(&self, first: Url) -> Result<String, ToolError> {
+    async fn fetch(&self, first: Url) -> Result<Fetched, ToolError> {
         let mut url = first;
         let mut hops = 0;
         loop {
@@ -124,14 +124,67 @@ impl HttpGet {
                     body.excerpt(EXCERPT)
                 )));
             }
-            let mut out = format!("HTTP {status}\ncontent-type: {content_type}\n");
-            if hops > 0 {
-                out.push_str(&format!("url: {url}\n"));
-            }
-            out.push('\n');
-            out.push_str(&body.text());
-            return Ok(out);
+            return Ok(Fetched {
+                status,
+                content_type,
+                redirected_to: (hops > 0).then_some(url),
+                body: body.text(),
+            });
         }
+    }
+
+    /// The URL from a call's arguments.
+    fn url(arguments: &Value) -> Result<Url, ToolError> {
+        let raw = string_arg(arguments, "url")?.trim();
+        if raw.len() > MAX_URL_LEN {
+            return Err(ToolError::InvalidArguments(format!(
+                "`url` is longer than {MAX_URL_LEN} bytes"
+            )));
+        }
+        Url::parse(raw).map_err(|e| {
+            ToolError::InvalidArguments(format!("`url` is not an absolute URL ({e}): `{raw}`"))
+        })
+    }
+}
+
+/// A successful answer.
+struct Fetched {
+    status: StatusCode,
+    content_type: String,
+    /// Where redirects led, if any.
+    redirected_to: Option<Url>,
+    body: String,
+}
+
+impl Fetched {
+    /// What the model reads: status, type, final URL, a blank line, the body.
+    fn text(self) -> String {
+        let mut out = format!(
+            "HTTP {}\ncontent-type: {}\n",
+            self.status, self.content_type
+        );
+        if let Some(url) = &self.redirected_to {
+            out.push_str(&format!("url: {url}\n"));
+        }
+        out.push('\n');
+        out.push_str(&self.body);
+        out
+    }
+
+    /// What a workflow step gets: the same as JSON, with `json` parsed from a JSON body.
+    fn value(self) -> Value {
+        let json = if self.content_type.contains("json") {
+            serde_json::from_str::<Value>(&self.body).ok()
+        } else {
+            None
+        };
+        serde_json::json!({
+            "status": self.status.as_u16(),
+            "content_type": self.content_type,
+            "url": self.redirected_to.map(|u| u.to_string()),
+            "body": self.body,
+            "json": json,
+        })
     }
 }
 
@@ -175,16 +228,16 @@ impl Tool for HttpGet {
     }
 
     async fn call(&self, arguments: Value, ctx: &CallContext) -> Result<String, ToolError> {
-        let raw = string_arg(&arguments, "url")?.trim();
-        if raw.len() > MAX_URL_LEN {
-            return Err(ToolError::InvalidArguments(format!(
-                "`url` is longer than {MAX_URL_LEN} bytes"
-            )));
-        }
-        let url = Url::parse(raw).map_err(|e| {
-            ToolError::InvalidArguments(format!("`url` is not an absolute URL ({e}): `{raw}`"))
-        })?;
-        fetch::bounded(ctx, self.timeout, self.fetch(url)).await
+        let url = Self::url(&arguments)?;
+        let fetched = fetch::bounded(ctx, self.timeout, self.fetch(url)).await?;
+        Ok(fetched.text())
+    }
+
+    /// `{"status", "content_type", "url" (after redirects), "body", "json"}`.
+    async fn call_value(&self, arguments: Value, ctx: &CallContext) -> Result<Value, ToolError> {
+        let url = Self::url(&arguments)?;
+        let fetched = fetch::bounded(ctx, self.timeout, self.fetch(url)).await?;
+        Ok(fetched.value())
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::record::{RunRecord, RunStatus, StepRecord, StepStatus};
 use super::steps::{self, Made, StepEnv};
+use super::store;
 use super::{Inner, Job};
 
 /// Why a run ended before all its steps did.
@@ -183,9 +184,9 @@ async fn finish(inner: &Inner, job: &Job, record: &mut RunRecord, cut: Option<Cu
             }
             Cut::Stopped => (
                 StepStatus::Interrupted,
-                "sluice stopped while this step ran".to_owned(),
+                store::STEP_INTERRUPTED_ERROR.to_owned(),
                 StepStatus::Interrupted,
-                "not run: sluice stopped".to_owned(),
+                store::STEP_NOT_RUN_ERROR.to_owned(),
             ),
         };
         for s in record.steps.iter_mut() {
@@ -207,7 +208,7 @@ async fn finish(inner: &Inner, job: &Job, record: &mut RunRecord, cut: Option<Cu
     let (status, error) = match (cut, failed) {
         (Some(Cut::Stopped), _) => (
             RunStatus::Interrupted,
-            Some("sluice stopped while this run was in progress".to_owned()),
+            Some(store::INTERRUPTED_ERROR.to_owned()),
         ),
         (Some(Cut::TimedOut), _) => (
             RunStatus::Failed,

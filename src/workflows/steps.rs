@@ -239,7 +239,14 @@ async fn tool(env: &StepEnv, step: &StepConfig, attempt: u32) -> Result<Done, St
         .tool_duration
         .with_label_values(&[name])
         .observe(began.elapsed().as_secs_f64());
-    let output = result.map_err(|e| format!("{name}: {e}"))?;
+    let output = result.map_err(|e| match e {
+        // The tool measures what was left of the step's time (199.9ms of 200ms): in ms.
+        ToolError::TimedOut(d) => {
+            let ms = Duration::from_millis((d.as_secs_f64() * 1000.0).round() as u64);
+            format!("{name}: timed out after {}", humantime::format_duration(ms))
+        }
+        e => format!("{name}: {e}"),
+    })?;
     Ok(Done { output, made: None })
 }
 

@@ -22,6 +22,10 @@ use super::record::{
 const SCHEMA_VERSION: i64 = 1;
 
 /// The error given to runs found `running` when the store opens.
+/// A step that was running when sluice stopped.
+pub const STEP_INTERRUPTED_ERROR: &str = "sluice stopped while this step ran";
+/// A step that had not started when sluice stopped.
+pub const STEP_NOT_RUN_ERROR: &str = "not run: sluice stopped";
 pub const INTERRUPTED_ERROR: &str = "sluice stopped while this run was in progress";
 
 const SCHEMA: &str = "
@@ -386,16 +390,20 @@ fn prepare(conn: &mut Connection, file: bool) -> Result<(), StoreError> {
 fn interrupt_running(conn: &mut Connection, now: i64) -> Result<u64, StoreError> {
     let (running, interrupted) = (RunStatus::Running.as_str(), RunStatus::Interrupted.as_str());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The same words a graceful stop writes (`run.rs`), so a killed sluice and a
+    // stopped one leave the same record.
     tx.execute(
-        "UPDATE steps SET status = ?1,
-           finished_at = CASE WHEN status = ?3 THEN ?5 ELSE finished_at END
+        "UPDATE steps SET status = ?1, finished_at = ?5,
+           error = CASE WHEN status = ?3 THEN ?6 ELSE ?7 END
          WHERE status IN (?2, ?3) AND run_id IN (SELECT id FROM runs WHERE status = ?4)",
         params![
             StepStatus::Interrupted.as_str(),
             StepStatus::Pending.as_str(),
             StepStatus::Running.as_str(),
             running,
-            now
+            now,
+            STEP_INTERRUPTED_ERROR,
+            STEP_NOT_RUN_ERROR,
         ],
     )?;
     let marked = tx.execute(

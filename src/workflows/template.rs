@@ -188,7 +188,7 @@ mod tests {
         let env = environment();
         assert_eq!(
             render(&env, "{{ inputs.name }}", &ctx(), true).unwrap(),
-            "&lt;b&gt;x&lt;/b&gt;"
+            "&lt;b&gt;x&lt;&#x2f;b&gt;"
         );
         assert_eq!(
             render(&env, "{{ inputs.name }}", &ctx(), false).unwrap(),

@@ -284,7 +284,9 @@ async fn runs_left_running_are_interrupted_on_open() {
     let statuses: Vec<_> = got.steps.iter().map(|s| s.status).collect();
     use StepStatus::{Interrupted, Succeeded};
     assert_eq!(statuses, [Succeeded, Interrupted, Interrupted]);
-    assert!(got.steps[1].finished_at.is_some() && got.steps[2].finished_at.is_none());
+    assert!(got.steps[1].finished_at.is_some() && got.steps[2].finished_at.is_some());
+    assert_eq!(got.steps[1].error.as_deref(), Some(STEP_INTERRUPTED_ERROR));
+    assert_eq!(got.steps[2].error.as_deref(), Some(STEP_NOT_RUN_ERROR));
     let done = store.get_run("wfr_2").await.unwrap().unwrap();
     assert_eq!(done.status, RunStatus::Succeeded);
     drop(store);
