@@ -747,6 +747,24 @@ fn config_errors_name_the_offending_key() {
             "{toml}\n→ {err}"
         );
     }
+    // A deployment's defaults override a workflow's own, and must name real inputs.
+    let defaults = "[[workflows.jobs.w.steps]]\nname = \"a\"\ntemplate = \"x\"\n\n[workflows.jobs.w.inputs.who]\ntype = \"string\"\ndefault = \"a\"\n\n[workflows.defaults.w]\n";
+    let config = sluice::config::load_str(
+        &format!("{base}{UNUSED_MODEL}{defaults}who = \"b\"\n"),
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.workflows.jobs["w"].inputs["who"].default,
+        Some(json!("b"))
+    );
+    let err = sluice::config::load_str(
+        &format!("{base}{UNUSED_MODEL}{defaults}whom = \"b\"\n"),
+        Vec::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("workflows.defaults.w.whom: "), "{err}");
     // The shipped config and workflow file load.
     let root = env!("CARGO_MANIFEST_DIR");
     let text =

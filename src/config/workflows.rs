@@ -40,6 +40,9 @@ pub struct WorkflowsConfig {
     pub keep_runs: usize,
     /// Runs that may go at once; more get 503 with `retry-after` (schedules skip).
     pub max_running: usize,
+    /// This deployment's input defaults, by workflow: `[workflows.defaults.NAME]
+    /// summary_model = "llama3.2:3b"` overrides the workflow's own `default`.
+    pub defaults: BTreeMap<String, serde_json::Map<String, Value>>,
     /// Inline workflows by name (and, after loading, those from `files`).
     pub jobs: BTreeMap<String, WorkflowConfig>,
     /// Workflows read from `files`: name → index in `files` (for error paths).
@@ -57,6 +60,7 @@ impl Default for WorkflowsConfig {
             max_artifact_bytes: 4 * 1024 * 1024,
             keep_runs: 1000,
             max_running: 8,
+            defaults: BTreeMap::new(),
             jobs: BTreeMap::new(),
             from_files: BTreeMap::new(),
         }
@@ -298,7 +302,7 @@ impl StepConfig {
     }
 }
 
-/// Read `workflows.files` into `workflows.jobs`.
+/// Read `workflows.files` into `workflows.jobs`, then apply `workflows.defaults`.
 pub(super) fn load_files(config: &mut WorkflowsConfig) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
     let files = config.files.clone();
@@ -331,6 +335,25 @@ pub(super) fn load_files(config: &mut WorkflowsConfig) -> Vec<ConfigIssue> {
         }
         config.from_files.insert(name.clone(), i);
         config.jobs.insert(name, job);
+    }
+    for (name, values) in &config.defaults {
+        let path = format!("workflows.defaults.{name}");
+        let Some(job) = config.jobs.get_mut(name) else {
+            issues.push(ConfigIssue {
+                path,
+                message: format!("no workflow named `{name}`"),
+            });
+            continue;
+        };
+        for (input, value) in values {
+            match job.inputs.get_mut(input) {
+                Some(spec) => spec.default = Some(value.clone()),
+                None => issues.push(ConfigIssue {
+                    path: format!("{path}.{input}"),
+                    message: format!("the workflow `{name}` has no input `{input}`"),
+                }),
+            }
+        }
     }
     issues
 }

@@ -306,12 +306,17 @@ async fn model(env: &StepEnv, step: &StepConfig) -> Result<Done, String> {
 
 fn template(env: &StepEnv, step: &StepConfig) -> Result<Done, String> {
     let format = step.format.unwrap_or_default();
-    let text = render(
+    let source = step.template.as_deref().unwrap_or_default();
+    let mut text = render(
         &env.inner.env,
-        step.template.as_deref().unwrap_or_default(),
+        source,
         &env.context,
         format == TextFormat::Html,
     )?;
+    // minijinja drops a template's last newline; a report file keeps it.
+    if source.ends_with('\n') && !text.ends_with('\n') {
+        text.push('\n');
+    }
     let made = made(
         env,
         step,
