@@ -246,17 +246,7 @@ impl Workflows {
                 .config
                 .steps
                 .iter()
-                .map(|s| StepRecord {
-                    name: s.name.clone(),
-                    kind: s.kind().as_str().to_owned(),
-                    status: StepStatus::Pending,
-                    attempts: 0,
-                    started_at: None,
-                    finished_at: None,
-                    output: None,
-                    output_truncated: false,
-                    error: None,
-                })
+                .map(|s| StepRecord::pending(&s.name, s.kind().as_str()))
                 .collect(),
             artifacts: Vec::new(),
         };

@@ -116,6 +116,23 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
+impl StepRecord {
+    /// A step that has not started.
+    pub fn pending(name: &str, kind: &str) -> StepRecord {
+        StepRecord {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            output: None,
+            output_truncated: false,
+            error: None,
+        }
+    }
+}
+
 /// An artefact's description; its bytes are fetched on their own.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArtifactMeta {

@@ -187,15 +187,10 @@ pub(super) async fn run_with_retries(env: &StepEnv, step: &StepConfig) -> Outcom
 /// Record that try `attempt` has started.
 async fn record_attempt(env: &StepEnv, step: &StepConfig, attempt: u32, started_at: i64) {
     let record = StepRecord {
-        name: step.name.clone(),
-        kind: step.kind().as_str().to_owned(),
         status: StepStatus::Running,
         attempts: attempt,
         started_at: Some(started_at),
-        finished_at: None,
-        output: None,
-        output_truncated: false,
-        error: None,
+        ..StepRecord::pending(&step.name, step.kind().as_str())
     };
     if let Err(e) = env.inner.store.update_step(&env.run_id, &record).await {
         tracing::error!(run = %env.run_id, step = %step.name, error = %e, "cannot record a workflow step");

@@ -5,15 +5,8 @@ use super::*;
 
 fn step(name: &str, status: StepStatus) -> StepRecord {
     StepRecord {
-        name: name.to_owned(),
-        kind: "tool".to_owned(),
         status,
-        attempts: 0,
-        started_at: None,
-        finished_at: None,
-        output: None,
-        output_truncated: false,
-        error: None,
+        ..StepRecord::pending(name, "tool")
     }
 }
 
