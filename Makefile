@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean
+.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean ops-tools ops-check k6
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -62,6 +62,26 @@ redis-server:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; \
 	fi
+
+# Operations tooling: Debian's prometheus (promtool and a real server for the live alert
+# test) and alertmanager (amtool), and the pinned checkers in tools/ops/requirements.txt.
+OPS_VENV := tools/ops/.venv
+ops-tools: $(OPS_VENV)/.installed
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-alertmanager; \
+	fi
+
+$(OPS_VENV)/.installed: tools/ops/requirements.txt
+	python3 -m venv $(OPS_VENV)
+	$(OPS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/ops/requirements.txt
+	touch $@
+
+# Every operations file checked by its tool (also part of make test).
+ops-check: ops-tools
+	tools/ops/check.sh
 
 # The Python SDK tests start the debug binary against a fake upstream.
 test-python: venv models

@@ -28,6 +28,7 @@ pub mod calibrate;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
@@ -81,6 +82,14 @@ pub async fn run(
     .await
     .map_err(RunError::Workflows)?;
     workflows.attach(&pipeline);
+    {
+        let (pipeline, stop) = (pipeline.clone(), workflows_stop.clone());
+        tokio::spawn(async move {
+            pipeline
+                .watch_readiness(std::time::Duration::from_secs(10), stop)
+                .await
+        });
+    }
     if pipeline.auth.is_open() {
         tracing::warn!(
             "no [[auth.keys]] configured: the gateway is open to anyone who can reach it"

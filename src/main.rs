@@ -38,6 +38,17 @@ enum Command {
         #[arg(long, env = "SLUICE_CONFIG", default_value = "config/sluice.toml")]
         config: PathBuf,
     },
+    /// Exit 0 when the gateway on this host answers /healthz with 200, else 1 (for a
+    /// container HEALTHCHECK: slim images have no curl).
+    Healthcheck {
+        /// What to probe; default: SLUICE__SERVER__LISTEN's port on loopback, else
+        /// http://127.0.0.1:8080/healthz.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Quantization-tier routing tools.
     Route {
         #[command(subcommand)]
@@ -60,6 +71,17 @@ enum RouteCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Healthcheck { url, timeout } => {
+            let listen = std::env::var("SLUICE__SERVER__LISTEN").ok();
+            let url = sluice::healthcheck::target(url.as_deref(), listen.as_deref());
+            match sluice::healthcheck::probe(&url, std::time::Duration::from_secs(timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { config } => match sluice::config::load(&config) {
             Ok(c) => {
                 println!(

@@ -18,12 +18,28 @@ pub struct Metrics {
     registry: Registry,
     /// `sluice_http_requests_total{route, model, status}`
     pub http_requests: IntCounterVec,
-    /// `sluice_http_request_duration_seconds{route, model, status}`: until the last byte.
+    /// `sluice_http_request_duration_seconds{route, model, status, stream}`: until the
+    /// last byte; `stream="true"` for SSE answers, so long streams stay out of latency
+    /// percentiles of plain requests.
     pub http_duration: HistogramVec,
     /// `sluice_http_requests_in_flight`
     pub in_flight: IntGauge,
     /// `sluice_time_to_first_token_seconds{model, backend}`
     pub time_to_first_token: HistogramVec,
+    /// `sluice_inter_token_latency_seconds{model, backend}`: between two streamed chunks
+    /// of text after the first.
+    pub inter_token: HistogramVec,
+    /// `sluice_finish_reasons_total{model, reason=stop|length|tool_calls|content_filter}`:
+    /// generations by how they ended.
+    pub finish_reasons: IntCounterVec,
+    /// `sluice_prompt_tokens{model}`, `sluice_completion_tokens{model}`: lengths per
+    /// generation (histograms).
+    pub prompt_tokens: HistogramVec,
+    pub completion_tokens: HistogramVec,
+    /// `sluice_backend_ready{backend}`: 1 when its readiness probe last passed.
+    pub backend_ready: IntGaugeVec,
+    /// `sluice_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
     /// `sluice_input_tokens_total{model}`
     pub input_tokens: IntCounterVec,
     /// `sluice_output_tokens_total{model}`
@@ -33,6 +49,8 @@ pub struct Metrics {
     /// Embedded engine, all labelled `{backend, tier}`:
     /// `sluice_engine_queue_depth`: requests waiting for a batch slot.
     pub engine_queue_depth: IntGaugeVec,
+    /// `sluice_engine_queue_capacity`: the most that may wait (`queue_size`); more get 503.
+    pub engine_queue_capacity: IntGaugeVec,
     /// `sluice_engine_active_sequences`: sequences in the running batch.
     pub engine_active: IntGaugeVec,
     /// `sluice_engine_batch_size`: sequences decoded per step.
@@ -117,7 +135,7 @@ impl Metrics {
                 "Time from request to the last byte of the response",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "model", "status"],
+            &["route", "model", "status", "stream"],
         )?;
         let in_flight = IntGauge::new(
             "sluice_http_requests_in_flight",
@@ -131,6 +149,60 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "backend"],
         )?;
+        let inter_token = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_inter_token_latency_seconds",
+                "Time between two streamed pieces of a generation after the first",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+                2.5,
+            ]),
+            &["model", "backend"],
+        )?;
+        let finish_reasons = IntCounterVec::new(
+            Opts::new(
+                "sluice_finish_reasons_total",
+                "Generations by finish reason",
+            ),
+            &["model", "reason"],
+        )?;
+        let token_buckets = || {
+            vec![
+                8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+                16384.0, 32768.0,
+            ]
+        };
+        let prompt_tokens = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_prompt_tokens",
+                "Prompt length per generation, in tokens",
+            )
+            .buckets(token_buckets()),
+            &["model"],
+        )?;
+        let completion_tokens = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_completion_tokens",
+                "Completion length per generation, in tokens",
+            )
+            .buckets(token_buckets()),
+            &["model"],
+        )?;
+        let backend_ready = IntGaugeVec::new(
+            Opts::new(
+                "sluice_backend_ready",
+                "1 when the backend's readiness probe last passed, else 0",
+            ),
+            &["backend"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("sluice_build_info", "The running build; always 1"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let input_tokens = IntCounterVec::new(
             Opts::new("sluice_input_tokens_total", "Prompt tokens processed"),
             &["model"],
@@ -148,6 +220,13 @@ impl Metrics {
             Opts::new(
                 "sluice_engine_queue_depth",
                 "Requests waiting for a batch slot in the embedded engine",
+            ),
+            &engine,
+        )?;
+        let engine_queue_capacity = IntGaugeVec::new(
+            Opts::new(
+                "sluice_engine_queue_capacity",
+                "Requests that may wait for a batch slot (queue_size); more are refused with 503",
             ),
             &engine,
         )?;
@@ -375,6 +454,7 @@ impl Metrics {
         registry.register(Box::new(cache_coalesced.clone()))?;
         registry.register(Box::new(cache_redis.clone()))?;
         registry.register(Box::new(engine_queue_depth.clone()))?;
+        registry.register(Box::new(engine_queue_capacity.clone()))?;
         registry.register(Box::new(engine_active.clone()))?;
         registry.register(Box::new(engine_batch_size.clone()))?;
         registry.register(Box::new(engine_tokens.clone()))?;
@@ -392,6 +472,12 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(time_to_first_token.clone()))?;
+        registry.register(Box::new(inter_token.clone()))?;
+        registry.register(Box::new(finish_reasons.clone()))?;
+        registry.register(Box::new(prompt_tokens.clone()))?;
+        registry.register(Box::new(completion_tokens.clone()))?;
+        registry.register(Box::new(backend_ready.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(input_tokens.clone()))?;
         registry.register(Box::new(output_tokens.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -399,12 +485,19 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            inter_token,
+            finish_reasons,
+            prompt_tokens,
+            completion_tokens,
+            backend_ready,
+            build_info,
             in_flight,
             time_to_first_token,
             input_tokens,
             output_tokens,
             upstream_errors,
             engine_queue_depth,
+            engine_queue_capacity,
             engine_active,
             engine_batch_size,
             engine_tokens,

@@ -101,3 +101,42 @@ async fn shutdown_timeout_bounds_the_drain() {
     .await
     .expect("upstream connection dropped");
 }
+
+#[tokio::test]
+async fn a_client_gone_before_the_answer_leaves_no_request_in_flight() {
+    let up = fake_openai::start().await;
+    let gw = Gateway::start(&config("openai", &up.url, &[("hang", "hang")], "")).await;
+    let received = up.state.received.notified();
+    let dropped = up.state.dropped.notified();
+    tokio::pin!(received, dropped);
+    received.as_mut().enable();
+    dropped.as_mut().enable();
+
+    // A non-streaming request: no header is sent until the upstream answers, which
+    // `hang` never does. The client gives up while the handler is still waiting.
+    let client = {
+        let (http, url) = (gw.client.clone(), gw.url("/v1/chat/completions"));
+        tokio::spawn(async move { http.post(url).json(&chat_body("hang", "go")).send().await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .expect("the upstream got the request");
+    let text = gw.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains("sluice_http_requests_in_flight 2"),
+        "this scrape and the hanging request:\n{text}"
+    );
+    client.abort();
+    tokio::time::timeout(Duration::from_secs(10), dropped)
+        .await
+        .expect("the gateway dropped the upstream request");
+    let text = gw.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains("sluice_http_requests_in_flight 1"),
+        "only this scrape:\n{text}"
+    );
+    assert!(
+        text.contains("sluice_http_requests_total{model=\"\",route=\"/v1/chat/completions\",status=\"499\"} 1"),
+        "{text}"
+    );
+}

@@ -108,6 +108,7 @@ async fn metrics_count_requests_tokens_ttft_and_upstream_errors() {
         404
     );
 
+    assert_eq!(gw.get("/readyz").await.status(), 200);
     let resp = gw.get("/metrics").await;
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -124,7 +125,49 @@ async fn metrics_count_requests_tokens_ttft_and_upstream_errors() {
         "invented model names do not become labels"
     );
     assert!(!text.contains("invented-model"));
-    assert_eq!(metric(&text, "sluice_http_request_duration_seconds_count{model=\"gpt\",route=\"/v1/chat/completions\",status=\"200\"}"), 3.0);
+    // Streams are told apart, so long streams stay out of plain-request latency.
+    let duration = |stream: &str| {
+        format!("sluice_http_request_duration_seconds_count{{model=\"gpt\",route=\"/v1/chat/completions\",status=\"200\",stream=\"{stream}\"}}")
+    };
+    assert_eq!(metric(&text, &duration("false")), 2.0);
+    assert_eq!(metric(&text, &duration("true")), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "sluice_finish_reasons_total{model=\"gpt\",reason=\"stop\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, "sluice_prompt_tokens_count{model=\"gpt\"}"),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, "sluice_prompt_tokens_sum{model=\"gpt\"}"),
+        27.0
+    );
+    assert_eq!(
+        metric(&text, "sluice_completion_tokens_sum{model=\"gpt\"}"),
+        9.0
+    );
+    // The fake streams "a b" as more than one piece: gaps between pieces are measured.
+    assert!(
+        metric(
+            &text,
+            "sluice_inter_token_latency_seconds_count{backend=\"up\",model=\"gpt\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "sluice_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "sluice_backend_ready{backend=\"up\"}"), 1.0);
     assert_eq!(
         metric(
             &text,
@@ -148,4 +191,52 @@ async fn metrics_count_requests_tokens_ttft_and_upstream_errors() {
         ),
         1.0
     );
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_0_only_for_a_serving_gateway() {
+    let up = fake_openai::start().await;
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "gpt")], "")).await;
+    let run = |args: Vec<String>, listen: Option<String>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("healthcheck")
+            .args(args)
+            .env_remove("SLUICE__SERVER__LISTEN");
+        if let Some(listen) = listen {
+            cmd.env("SLUICE__SERVER__LISTEN", listen);
+        }
+        async move { cmd.output().await.unwrap() }
+    };
+    let ok = run(vec!["--url".into(), gw.url("/healthz")], None).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The container sets SLUICE__SERVER__LISTEN=0.0.0.0:PORT; the probe goes to loopback.
+    let ok = run(vec![], Some(format!("0.0.0.0:{}", gw.addr.port()))).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // A path that is not 200, and nothing listening, are unhealthy.
+    let bad = run(vec!["--url".into(), gw.url("/nope")], None).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("status 404"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = run(
+        vec![
+            "--url".into(),
+            format!("http://{closed}/healthz"),
+            "--timeout".into(),
+            "1".into(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(down.status.code(), Some(1));
 }

@@ -1,6 +1,7 @@
 //! Middleware: `auth` (stage 1 of the pipeline, run before the body is read so a bad key
 //! is a 401 whatever the body) and `observe` (request count, in-flight gauge and duration
-//! until the response's last byte, by route, model and status).
+//! until the response's last byte, by route, model, status and whether it streamed; a
+//! request whose client leaves before the answer counts as status 499).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -50,19 +51,28 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let started = Instant::now();
+    // Counted in flight from here; if the client goes away before the handler answers,
+    // this future is dropped and the record says 499 (client closed) instead.
+    let mut record = Record {
+        metrics: state.metrics.clone(),
+        route,
+        model: String::new(),
+        status: CLIENT_CLOSED,
+        stream: false,
+        started: Instant::now(),
+    };
     state.metrics.in_flight.inc();
     let response = next.run(req).await;
-    let model = response
+    record.model = response
         .extensions()
         .get::<ModelLabel>()
         .map(|m| m.0.clone())
         .unwrap_or_default();
-    let record = Record {
-        metrics: state.metrics.clone(),
-        labels: [route, model, response.status().as_u16().to_string()],
-        started,
-    };
+    record.status = response.status().as_u16();
+    record.stream = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,
@@ -73,20 +83,29 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
     )
 }
 
-/// Recorded when the response body is finished or dropped (client gone).
+/// nginx's status for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+/// One request in flight; recorded (count, duration, in-flight decrement) when the
+/// response body is finished or dropped, or when the request is dropped unanswered.
 struct Record {
     metrics: Arc<Metrics>,
-    labels: [String; 3],
+    route: String,
+    model: String,
+    status: u16,
+    stream: bool,
     started: Instant,
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
-        let labels = [self.labels[0].as_str(), &self.labels[1], &self.labels[2]];
+        let status = self.status.to_string();
+        let labels = [self.route.as_str(), &self.model, &status];
         self.metrics.http_requests.with_label_values(&labels).inc();
+        let stream = if self.stream { "true" } else { "false" };
         self.metrics
             .http_duration
-            .with_label_values(&labels)
+            .with_label_values(&[labels[0], labels[1], labels[2], stream])
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics.in_flight.dec();
     }

@@ -362,7 +362,8 @@ impl Pipeline {
         self.routes.logical(model).unwrap_or("unknown")
     }
 
-    /// Readiness of every backend, checked concurrently.
+    /// Readiness of every backend, checked concurrently; also sets
+    /// `sluice_backend_ready`.
     pub async fn readiness(&self) -> Vec<(String, Result<(), BackendError>)> {
         let checks = self
             .backends
@@ -370,6 +371,24 @@ impl Pipeline {
             .map(|(name, b)| async move { (name.clone(), b.ready().await) });
         let mut out = futures::future::join_all(checks).await;
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, result) in &out {
+            self.metrics
+                .backend_ready
+                .with_label_values(&[name])
+                .set(i64::from(result.is_ok()));
+        }
         out
+    }
+
+    /// Probe every backend every `every` until `stop`, so `sluice_backend_ready` is
+    /// current without anyone calling `/readyz`.
+    pub async fn watch_readiness(&self, every: std::time::Duration, stop: CancellationToken) {
+        loop {
+            self.readiness().await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
     }
 }

@@ -28,8 +28,10 @@ pub struct Upstream {
     /// Authorization headers received.
     pub auth_headers: Mutex<Vec<String>>,
     pub chat_calls: AtomicUsize,
-    /// Notified when a `slow` stream's connection is dropped.
+    /// Notified when a `slow` stream's or a `hang` request's connection is dropped.
     pub dropped: Notify,
+    /// Notified when a chat request arrives.
+    pub received: Notify,
     pub dropped_count: AtomicUsize,
 }
 
@@ -121,6 +123,7 @@ async fn chat(
 ) -> Response {
     state.chat_calls.fetch_add(1, Ordering::SeqCst);
     state.requests.lock().unwrap().push(body.clone());
+    state.received.notify_waiters();
     if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         state.auth_headers.lock().unwrap().push(auth.to_owned());
     }
@@ -148,6 +151,7 @@ async fn chat(
                 .into_response()
         }
         "hang" => {
+            let _flag = DropFlag(state.clone());
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return StatusCode::NO_CONTENT.into_response();
         }

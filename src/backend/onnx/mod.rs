@@ -155,6 +155,10 @@ impl OnnxBackend {
                 "loaded {}",
                 path.display()
             );
+            metrics
+                .engine_queue_capacity
+                .with_label_values(&[name, tier.as_str()])
+                .set(i64::try_from(settings.queue_size).unwrap_or(i64::MAX));
             let handle = EngineHandle::start(
                 decoder,
                 shared,
