@@ -38,10 +38,10 @@ build:
 check-config:
 	$(CARGO) run --quiet -- check-config --config $(CONFIG)
 
-test: test-rust test-python
+test: test-rust test-python ops-check
 
 # cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
-test-rust: ort redis-server models mcp-servers
+test-rust: ort redis-server models mcp-servers ops-tools
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
 	else \
@@ -82,6 +82,11 @@ $(OPS_VENV)/.installed: tools/ops/requirements.txt
 # Every operations file checked by its tool (also part of make test).
 ops-check: ops-tools
 	tools/ops/check.sh
+
+# k6 scenarios (loadtest/k6/) against a local release sluice on loopback; a crossed
+# threshold (p95 < 500 ms, errors < 1%) fails the target.
+k6: build ort ops-tools
+	tools/ops/k6.sh
 
 # The Python SDK tests start the debug binary against a fake upstream.
 test-python: venv models
