@@ -240,3 +240,47 @@ async fn the_healthcheck_subcommand_exits_0_only_for_a_serving_gateway() {
     .await;
     assert_eq!(down.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn promtool_finds_nothing_to_lint_in_the_metrics() {
+    use tokio::io::AsyncWriteExt;
+    let up = fake_openai::start().await;
+    let gw = Gateway::start(&config(
+        "openai",
+        &up.url,
+        &[("gpt", "gpt"), ("bad", "fail-500")],
+        "",
+    ))
+    .await;
+    let mut stream = chat_body("gpt", "a b c");
+    stream["stream"] = json!(true);
+    for body in [chat_body("gpt", "a b"), stream, chat_body("bad", "x")] {
+        gw.post("/v1/chat/completions", &body)
+            .await
+            .text()
+            .await
+            .unwrap();
+    }
+    assert_eq!(gw.get("/readyz").await.status(), 200);
+    let text = gw.get("/metrics").await.text().await.unwrap();
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed: run make ops-tools");
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = promtool.wait_with_output().await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}"
+    );
+}
