@@ -3,7 +3,7 @@
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 -e MODEL=sluice-tiny loadtest/k6/chat.js
 import http from 'k6/http';
 import { check } from 'k6';
-import { BASE_URL, MODEL, PARAMS, json, options as scenario } from './common.js';
+import { BASE_URL, PARAMS, chatBody, json, options as scenario } from './common.js';
 
 export const options = scenario(10);
 
@@ -20,12 +20,7 @@ export default function () {
   const prompt = PROMPTS[(__VU + __ITER) % PROMPTS.length];
   const res = http.post(
     `${BASE_URL}/v1/chat/completions`,
-    JSON.stringify({
-      model: MODEL,
-      messages: [{ role: 'user', content: prompt }],
-      max_tokens: 16,
-      temperature: 0.8,
-    }),
+    chatBody(prompt),
     PARAMS,
   );
   const body = json(res);

@@ -49,6 +49,18 @@ export function options(defaultRate, extra = {}) {
   };
 }
 
+// A chat request body: `prompt` as the user message, 16 tokens, sampled (so answers are
+// generated, not replayed from the cache); `extra` adds or overrides fields.
+export function chatBody(prompt, extra = {}) {
+  return JSON.stringify({
+    model: MODEL,
+    messages: [{ role: 'user', content: prompt }],
+    max_tokens: 16,
+    temperature: 0.8,
+    ...extra,
+  });
+}
+
 export function json(res) {
   try {
     return res.json();
