@@ -100,6 +100,7 @@ pub async fn run(
         workflows: workflows.clone(),
         metrics,
         started: http::response::now_secs(),
+        metrics_key: config.server.metrics_key.clone(),
     });
     let app = http::router(state, config.server.max_body_bytes);
     let addr = listener.local_addr()?;

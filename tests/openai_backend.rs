@@ -278,3 +278,87 @@ async fn base64_embeddings_decode_to_the_same_floats() {
         .collect();
     assert_eq!(floats, vec![0.0023064255, -0.009327292, 0.0]);
 }
+
+/// An upstream whose answers are huge: an endless error page, a 65 MiB embeddings body, and
+/// a stream whose tool call claims index 4294967295.
+async fn huge_upstream() -> String {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|body: axum::Json<serde_json::Value>| async move {
+                if body["stream"] == json!(true) {
+                    let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                        {"index": 4294967295u32, "id": "c", "type": "function",
+                         "function": {"name": "f", "arguments": ""}}]}}]});
+                    let sse = format!("data: {chunk}\n\ndata: [DONE]\n\n");
+                    return ([("content-type", "text/event-stream")], sse).into_response();
+                }
+                // An error page that never ends.
+                let endless = futures::stream::repeat_with(|| {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(vec![b'x'; 64 * 1024]))
+                });
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::body::Body::from_stream(endless),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/v1/embeddings",
+            post(|| async {
+                (
+                    [("content-type", "application/json")],
+                    vec![b' '; 65 * 1024 * 1024],
+                )
+            }),
+        );
+    use axum::response::IntoResponse;
+    format!("http://{}/v1", common::serve(app).await)
+}
+
+#[tokio::test]
+async fn huge_or_hostile_upstream_answers_are_bounded_errors() {
+    let url = huge_upstream().await;
+    let gw = Gateway::start(&config("openai", &url, &[("m", "m")], "")).await;
+    let resp = gw.post("/v1/chat/completions", &chat_body("m", "hi")).await;
+    let (status, err) = common::error_of(resp).await;
+    assert_eq!(status, 502);
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.len() <= 70 * 1024,
+        "the error body was read whole: {} bytes",
+        message.len()
+    );
+
+    let resp = gw
+        .post("/v1/embeddings", &json!({"model": "m", "input": "hi"}))
+        .await;
+    let (status, err) = common::error_of(resp).await;
+    assert_eq!(status, 502, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("more than"),
+        "{err}"
+    );
+
+    // A tool-call index near u32::MAX is a protocol error (before the first byte: a
+    // 502), not an allocation that aborts the process.
+    let resp = gw
+        .post(
+            "/v1/chat/completions",
+            &common::streaming(chat_body("m", "hi")),
+        )
+        .await;
+    let (status, err) = common::error_of(resp).await;
+    assert_eq!(status, 502);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 128 tool calls"),
+        "{err}"
+    );
+    assert_eq!(gw.get("/healthz").await.status(), 200);
+}

@@ -284,3 +284,29 @@ async fn promtool_finds_nothing_to_lint_in_the_metrics() {
         "promtool check metrics:\n{said}"
     );
 }
+
+#[tokio::test]
+async fn metrics_can_require_a_key() {
+    let up = fake_openai::start().await;
+    let extra = "[server]\nmetrics_key = \"scrape-secret\"\n";
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "gpt")], extra)).await;
+    let scrape = |key: Option<&str>| {
+        let mut req = gw.client.get(gw.url("/metrics"));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send()
+    };
+    let resp = scrape(None).await.unwrap();
+    let (status, err) = common::error_of(resp).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    assert_eq!(scrape(Some("wrong")).await.unwrap().status(), 401);
+    let ok = scrape(Some("scrape-secret")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("sluice_build_info"));
+    // Health stays open for probes.
+    assert_eq!(gw.get("/healthz").await.status(), 200);
+}

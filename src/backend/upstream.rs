@@ -70,16 +70,22 @@ impl Upstream {
         Ok(body_stream(&self.name, response, self.read_timeout, cancel))
     }
 
-    /// Send and read the whole response body.
+    /// Send and read the whole response body (at most [`MAX_BODY_BYTES`]).
     pub async fn body(&self, request: reqwest::RequestBuilder) -> Result<Bytes, BackendError> {
         let response = send(&self.name, request, self.request_timeout).await?;
-        tokio::time::timeout(self.request_timeout, response.bytes())
-            .await
-            .map_err(|_| BackendError::Timeout {
+        let read = read_capped(response, MAX_BODY_BYTES);
+        match tokio::time::timeout(self.request_timeout, read).await {
+            Err(_) => Err(BackendError::Timeout {
                 backend: self.name.clone(),
                 after: self.request_timeout,
-            })?
-            .map_err(|e| transport_error(&self.name, &e, self.request_timeout))
+            }),
+            Ok(Err(e)) => Err(transport_error(&self.name, &e, self.request_timeout)),
+            Ok(Ok((_, true))) => Err(BackendError::Protocol(format!(
+                "backend `{}` answered with more than {MAX_BODY_BYTES} bytes",
+                self.name
+            ))),
+            Ok(Ok((body, false))) => Ok(body),
+        }
     }
 
     /// A readiness probe: any 2xx within five seconds.
@@ -87,6 +93,27 @@ impl Upstream {
         let timeout = self.request_timeout.min(Duration::from_secs(5));
         send(&self.name, request, timeout).await.map(|_| ())
     }
+}
+
+/// Largest whole response read from an upstream (embeddings): more is a protocol error.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Of an error response, only this much is read.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Read `response`'s body up to `max` bytes; `true` when it was longer (and cut there).
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<(Bytes, bool), reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), false))
 }
 
 /// Send a request and wait for the response head, bounded by `timeout`. Non-2xx
@@ -110,10 +137,12 @@ async fn send(
     if status.is_success() {
         return Ok(response);
     }
-    let body = tokio::time::timeout(timeout, response.bytes())
+    // Only the start of an error body is read: enough for its message.
+    let body = tokio::time::timeout(timeout, read_capped(response, MAX_ERROR_BODY_BYTES))
         .await
         .ok()
         .and_then(Result::ok)
+        .map(|(body, _)| body)
         .unwrap_or_default();
     Err(BackendError::Upstream {
         backend: backend.to_owned(),

@@ -249,6 +249,22 @@ backend = "up"
     }
 
     #[test]
+    fn a_redis_password_never_prints() {
+        let text = format!("{BASE}\n[cache]\nredis_url = \"redis://:hunter2@127.0.0.1:6379/0\"\n");
+        let c = load_str(&text, env(&[("UP_KEY", "k")])).unwrap();
+        assert!(c.cache.redis_url.is_some());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let bad = format!("{BASE}\n[cache]\nredis_url = \"http://:hunter2@127.0.0.1:6379\"\n");
+        let err = load_str(&bad, env(&[("UP_KEY", "k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache.redis_url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_missing_env_reference_names_the_key() {
         let err = load_str(BASE, env(&[])).unwrap_err();
         assert_eq!(err.0[0].path, "backends.up.api_key");

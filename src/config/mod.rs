@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Async runtime worker threads; unset means one per CPU core.
     pub worker_threads: Option<usize>,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <metrics_key>` (401
+    /// otherwise): metrics name models, tenants' tools and traffic. Put it in an
+    /// environment variable: `metrics_key = "${SLUICE_METRICS_KEY}"`.
+    pub metrics_key: Option<SecretString>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
+            metrics_key: None,
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: None,
         }
@@ -101,8 +106,9 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Memory for cached answers (their text and tool calls), in bytes.
     pub max_bytes: u64,
-    /// Optional shared second level, e.g. `redis://127.0.0.1:6379/0`.
-    pub redis_url: Option<String>,
+    /// Optional shared second level, e.g. `redis://127.0.0.1:6379/0`. A secret: it may
+    /// hold a password (`redis://:pw@host`), so `Debug` and logs never show it.
+    pub redis_url: Option<SecretString>,
     /// 32 bytes as 64 hex characters or base64; encrypts values in Redis (AES-256-GCM).
     /// Put it in an environment variable: `encryption_key = "${SLUICE_CACHE_KEY}"`.
     pub encryption_key: Option<SecretString>,

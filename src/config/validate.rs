@@ -200,7 +200,8 @@ fn validate_cache(config: &Config, issue: &mut impl FnMut(String, String)) {
         );
     }
     if let Some(url) = &cache.redis_url {
-        match reqwest::Url::parse(url) {
+        // The parse error names what is wrong, never the URL (it may hold a password).
+        match reqwest::Url::parse(url.expose_secret()) {
             Ok(u) if matches!(u.scheme(), "redis" | "redis+unix" | "unix") => {}
             Ok(u) if u.scheme() == "rediss" => issue(
                 "cache.redis_url".into(),

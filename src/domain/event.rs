@@ -31,6 +31,11 @@ impl FinishReason {
     }
 }
 
+/// Most tool calls one answer may hold. An upstream's tool-call `index` picks a slot,
+/// so a larger one (a broken or hostile upstream sending `index: 4294967295`) is a
+/// protocol error at the backend, never an allocation.
+pub const MAX_TOOL_CALLS: u32 = 128;
+
 /// Token counts of one generation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
@@ -39,8 +44,9 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Saturates: upstreams report these numbers, and may report nonsense.
     pub fn total(&self) -> u32 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 
     /// Add another turn's counts (an agent run's usage sums all its turns).
@@ -102,6 +108,9 @@ impl Completion {
                 name,
                 arguments,
             } => {
+                if index >= MAX_TOOL_CALLS {
+                    return; // refused by every backend; never allocate for it
+                }
                 let index = index as usize;
                 while self.tool_calls.len() <= index {
                     self.tool_calls.push(ToolCall {
@@ -147,6 +156,26 @@ pub async fn collect(mut stream: EventStream) -> Result<Completion, BackendError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_from_an_upstream_cannot_overflow() {
+        let usage = Usage {
+            prompt_tokens: u32::MAX,
+            completion_tokens: 7,
+        };
+        assert_eq!(usage.total(), u32::MAX);
+        let mut c = Completion::default();
+        c.push(Event::ToolCall {
+            index: u32::MAX,
+            id: Some("x".into()),
+            name: Some("f".into()),
+            arguments: String::new(),
+        });
+        assert!(
+            c.tool_calls.is_empty(),
+            "an index past the bound is never allocated"
+        );
+    }
 
     #[tokio::test]
     async fn collects_text_and_tool_call_fragments() {

@@ -11,5 +11,5 @@ pub use chat::{
     ChatRequest, ContentPart, Message, ResponseFormat, Role, Sampling, Tool, ToolCall, ToolChoice,
 };
 pub use embed::{EmbedInput, EmbedRequest, EmbedResponse};
-pub use event::{collect, Completion, Event, EventStream, FinishReason, Usage};
+pub use event::{collect, Completion, Event, EventStream, FinishReason, Usage, MAX_TOOL_CALLS};
 pub use step::{Incomplete, Step};

@@ -1,15 +1,19 @@
 //! Operational endpoints: `/healthz` (the process answers), `/readyz` (every backend
-//! answers its readiness probe) and `/metrics` (Prometheus text).
+//! answers its readiness probe) and `/metrics` (Prometheus text; behind
+//! `server.metrics_key` when set).
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::error::ApiError;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -38,7 +42,25 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(key) = &state.metrics_key {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared as SHA-256 digests: the time taken says nothing about the key.
+        let digest = |s: &str| Sha256::digest(s.as_bytes());
+        if digest(given) != digest(key.expose_secret()) {
+            return ApiError::new(
+                401,
+                "invalid_request_error",
+                "/metrics needs `Authorization: Bearer <server.metrics_key>`",
+            )
+            .with_code("invalid_api_key")
+            .into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -46,4 +68,5 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Unix time the gateway started (`created` of catalog models).
     pub started: u32,
+    /// `server.metrics_key`: what `/metrics` asks for, if anything.
+    pub metrics_key: Option<secrecy::SecretString>,
 }
 
 /// The whole HTTP surface.

@@ -289,6 +289,9 @@ impl Chunks {
     /// Note a tool-call fragment; true when it is the call's first (which must carry
     /// `id`, `type` and `name`).
     pub fn start_call(&mut self, index: u32, id: Option<&str>) -> bool {
+        if index >= crate::domain::MAX_TOOL_CALLS {
+            return false; // backends refuse such an index; never allocate for it
+        }
         let i = index as usize;
         if self.calls.len() <= i {
             self.calls.resize(i + 1, None);

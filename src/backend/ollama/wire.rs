@@ -3,6 +3,7 @@
 //! events (tool calls get an `id`, `index` and JSON-string arguments; usage from
 //! `prompt_eval_count` / `eval_count`; an `{"error":...}` line ends the stream).
 
+use crate::domain::MAX_TOOL_CALLS;
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
@@ -211,6 +212,11 @@ impl State {
                 out.push(Event::Delta(msg.content));
             }
             for call in msg.tool_calls {
+                if self.tool_calls >= MAX_TOOL_CALLS {
+                    return Err(BackendError::Protocol(format!(
+                        "backend sent more than {MAX_TOOL_CALLS} tool calls in one answer"
+                    )));
+                }
                 let arguments = match call.function.arguments {
                     Value::Null => "{}".to_owned(),
                     Value::String(s) => s,

@@ -2,6 +2,7 @@
 //! request JSON, SSE `chat.completion.chunk` events → domain events. Parsing is lenient
 //! (fields some compatible servers omit are optional) so vLLM and llama.cpp both work.
 
+use crate::domain::MAX_TOOL_CALLS;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
@@ -240,8 +241,15 @@ impl State {
                     name: None,
                     arguments: None,
                 });
+                let index = call.index.unwrap_or(pos as u32);
+                if index >= MAX_TOOL_CALLS {
+                    return Err(BackendError::Protocol(format!(
+                        "backend `{}` sent tool call index {index}; an answer holds at most {MAX_TOOL_CALLS} tool calls",
+                        self.backend
+                    )));
+                }
                 out.push(Event::ToolCall {
-                    index: call.index.unwrap_or(pos as u32),
+                    index,
                     id: call.id,
                     name: function.name,
                     arguments: function.arguments.unwrap_or_default(),
@@ -416,6 +424,26 @@ mod tests {
         assert!(
             matches!(&out[1], Err(BackendError::Failed { message, .. }) if message == "model crashed")
         );
+    }
+
+    #[test]
+    fn a_tool_call_index_past_the_bound_is_a_protocol_error_not_an_allocation() {
+        for index in [u32::MAX, MAX_TOOL_CALLS] {
+            let chunk = format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{index},"id":"c","type":"function","function":{{"name":"f","arguments":""}}}}]}}}}]}}"#
+            );
+            let out = collect(&[&chunk]);
+            assert!(
+                matches!(&out[0], Err(BackendError::Protocol(m)) if m.contains("at most 128")),
+                "{index}: {:?}",
+                out[0]
+            );
+        }
+        let last = MAX_TOOL_CALLS - 1;
+        let chunk = format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{last},"id":"c","type":"function","function":{{"name":"f","arguments":""}}}}]}}}}]}}"#
+        );
+        assert!(collect(&[&chunk])[0].is_ok());
     }
 
     proptest::proptest! {

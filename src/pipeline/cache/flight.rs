@@ -3,8 +3,13 @@
 //! flight's history; each subscriber replays the history from the start and then
 //! follows live, so one that joins mid-stream first gets what was already produced. The
 //! generation is cancelled only when the last subscriber has gone; an error ends every
-//! subscriber's stream with the same error. When the flight finishes, `on_done` gets the
-//! whole completion (the cache stores it if it finished).
+//! subscriber's stream with the same error. When the generation finishes, `on_done` gets
+//! the whole completion *before* the flight is released (the cache stores it locally
+//! then, so an identical request arriving at any moment either joins the flight or finds
+//! the answer stored); what `on_done` leaves for later (the write to Redis) runs after the
+//! release, without holding up the subscribers. However the flight's task stops — a
+//! panic included — a drop guard releases the flight, ending every subscriber's stream
+//! (with an error if it had not finished), so the next identical request starts afresh.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +30,8 @@ struct Flight {
     state: Mutex<State>,
     notify: Notify,
     cancel: CancellationToken,
+    #[cfg(test)]
+    pause: Option<Arc<Pause>>,
 }
 
 #[derive(Default)]
@@ -42,6 +49,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct Flights {
     map: Registry,
+    #[cfg(test)]
+    pause: Option<Arc<Pause>>,
 }
 
 /// How a request got its stream.
@@ -55,11 +64,13 @@ pub enum Joined {
 impl Flights {
     /// Join the flight for `key`, or start one with `start` (registered under `key` when
     /// `shared`, so later identical requests can join; private otherwise).
-    pub fn join<S, D, DF>(&self, key: Key, shared: bool, start: S, on_done: D) -> Joined
+    /// `on_done` runs before the flight is released; the future it returns, after.
+    pub fn join<S, D, DF, L>(&self, key: Key, shared: bool, start: S, on_done: D) -> Joined
     where
         S: Future<Output = Result<EventStream, BackendError>> + Send + 'static,
         D: FnOnce(Completion) -> DF + Send + 'static,
-        DF: Future<Output = ()> + Send + 'static,
+        DF: Future<Output = Option<L>> + Send + 'static,
+        L: Future<Output = ()> + Send + 'static,
     {
         let mut map = lock(&self.map);
         if shared {
@@ -79,6 +90,8 @@ impl Flights {
             }),
             notify: Notify::new(),
             cancel: CancellationToken::new(),
+            #[cfg(test)]
+            pause: self.pause.clone(),
         });
         if shared {
             map.insert(key, flight.clone());
@@ -149,7 +162,54 @@ impl Drop for Subscriber {
     }
 }
 
-async fn drive<S, D, DF>(
+/// Releases a flight when its task stops, however it stops: normally through
+/// [`Landing::release`], or — when the task panics or the runtime drops it — on drop,
+/// where a flight that had not finished gets an error as its last event first. Either
+/// way nobody is left waiting and nobody joins the flight afterwards.
+struct Landing {
+    flight: Arc<Flight>,
+    registered: Option<(Registry, Key)>,
+    released: bool,
+}
+
+impl Landing {
+    /// Take the flight out of the registry and end every subscriber's stream after the
+    /// history. Under the registry lock, like `join`: a request joins before this or
+    /// finds no flight.
+    fn release(&mut self) {
+        self.released = true;
+        let map = self.registered.as_ref().map(|(map, key)| {
+            let mut map = lock(map);
+            if map.get(key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                map.remove(key);
+            }
+            map
+        });
+        lock(&self.flight.state).done = true;
+        drop(map);
+        self.flight.notify.notify_waiters();
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        {
+            let mut state = lock(&self.flight.state);
+            let ended = matches!(state.events.last(), Some(Err(_) | Ok(Event::Finish { .. })));
+            if !ended {
+                state.events.push(Err(BackendError::Protocol(
+                    "internal error: the generation stopped unexpectedly; retry the request".into(),
+                )));
+            }
+        }
+        self.release();
+    }
+}
+
+async fn drive<S, D, DF, L>(
     flight: Arc<Flight>,
     start: S,
     on_done: D,
@@ -157,8 +217,14 @@ async fn drive<S, D, DF>(
 ) where
     S: Future<Output = Result<EventStream, BackendError>>,
     D: FnOnce(Completion) -> DF,
-    DF: Future<Output = ()>,
+    DF: Future<Output = Option<L>>,
+    L: Future<Output = ()>,
 {
+    let mut landing = Landing {
+        flight: flight.clone(),
+        registered,
+        released: false,
+    };
     let push = |item: Item| {
         lock(&flight.state).events.push(item);
         flight.notify.notify_waiters();
@@ -194,15 +260,64 @@ async fn drive<S, D, DF>(
             }
         },
     }
-    if let Some((map, key)) = registered {
-        let mut map = lock(&map);
-        if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            map.remove(&key);
-        }
-    }
-    lock(&flight.state).done = true;
-    flight.notify.notify_waiters();
-    if finished && !flight.cancel.is_cancelled() {
-        on_done(done).await;
+    // Stored first, released second: until the release a request joins this flight,
+    // after it the answer is in the store.
+    let later = if finished && !flight.cancel.is_cancelled() {
+        on_done(done).await
+    } else {
+        None
+    };
+    pause_point(&flight).await;
+    landing.release();
+    if let Some(later) = later {
+        later.await;
     }
 }
+
+/// A test's hold on the first flight at the moment between its two completion steps.
+#[cfg(test)]
+pub(super) struct Pause {
+    armed: std::sync::atomic::AtomicBool,
+    /// Notified when the flight got there.
+    pub reached: Notify,
+    /// Notify to let it go on.
+    pub resume: Notify,
+}
+
+#[cfg(test)]
+impl Pause {
+    pub fn new() -> Self {
+        Pause {
+            armed: true.into(),
+            reached: Notify::new(),
+            resume: Notify::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Flights {
+    /// Flights whose first one holds at `pause`.
+    pub(super) fn paused(pause: Arc<Pause>) -> Self {
+        Flights {
+            map: Registry::default(),
+            pause: Some(pause),
+        }
+    }
+}
+
+#[cfg(test)]
+async fn pause_point(flight: &Flight) {
+    use std::sync::atomic::Ordering;
+    if let Some(pause) = flight
+        .pause
+        .as_ref()
+        .filter(|p| p.armed.swap(false, Ordering::SeqCst))
+    {
+        pause.reached.notify_one();
+        pause.resume.notified().await;
+    }
+}
+
+#[cfg(not(test))]
+async fn pause_point(_flight: &Flight) {}

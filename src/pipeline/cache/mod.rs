@@ -19,6 +19,7 @@ mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +117,7 @@ impl Cache {
                     misses: metrics.cache_redis.with_label_values(&["miss"]),
                 };
                 let l2 = RedisCache::new(
-                    url,
+                    url.expose_secret(),
                     key,
                     c.redis_timeout,
                     "sluice:cache:v1:".into(),
@@ -200,21 +201,44 @@ impl Cache {
         S: Future<Output = Result<EventStream, BackendError>> + Send + 'static,
     {
         let (store, l2, ttl, key) = (self.store.clone(), self.l2.clone(), self.ttl, plan.key);
+        // A request whose lookup missed just before an identical flight stored its answer
+        // and ended gets here after that flight is gone: its own flight (registered by
+        // now, so later requests join it) looks in the store again before generating.
+        // Requests that skip the lookup want a fresh answer, so they do not merge either.
+        let recheck = plan.lookup.then(|| store.clone());
+        let replayed = Arc::new(AtomicBool::new(false));
+        let start = {
+            let replayed = replayed.clone();
+            async move {
+                if let Some(answer) = match recheck {
+                    Some(store) => store.get(&key).await,
+                    None => None,
+                } {
+                    replayed.store(true, Ordering::Relaxed);
+                    return Ok(replay::replay(&answer));
+                }
+                start.await
+            }
+        };
         let keep = plan.store;
+        // Runs before the flight is released: the local store first, so an identical
+        // request either joins the flight or finds the answer; Redis after the release.
         let on_done = move |done: Completion| async move {
             // Runs that used a tool whose answers change with time, or that were cut
-            // short by their deadline, are not answers to replay.
-            let replayable =
-                keep && done.incomplete.is_none() && !done.steps.iter().any(|s| s.volatile);
-            let Some(answer) = Answer::from_completion(&done).filter(|_| replayable) else {
-                return;
-            };
-            if let (Some(l2), Ok(bytes)) = (&l2, serde_json::to_vec(&answer)) {
-                l2.set(&key, &bytes, ttl).await;
-            }
-            store.insert(key, Arc::new(answer)).await;
+            // short by their deadline, are not answers to replay; nor is one that was
+            // itself a replay of the store.
+            let replayable = keep
+                && !replayed.load(Ordering::Relaxed)
+                && done.incomplete.is_none()
+                && !done.steps.iter().any(|s| s.volatile);
+            let answer = Arc::new(Answer::from_completion(&done).filter(|_| replayable)?);
+            store.insert(key, answer.clone()).await;
+            Some(async move {
+                if let (Some(l2), Ok(bytes)) = (&l2, serde_json::to_vec(&*answer)) {
+                    l2.set(&key, &bytes, ttl).await;
+                }
+            })
         };
-        // Requests that skip the lookup want a fresh answer, so they do not merge either.
         match self.flights.join(plan.key, plan.lookup, start, on_done) {
             Joined::Led(events) => (events, false),
             Joined::Followed(events) => {
@@ -235,7 +259,168 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::Notify;
+    use tokio::time::timeout;
+
+    use super::flight::Pause;
     use super::*;
+    use crate::domain::{collect, Event, FinishReason, Usage};
+
+    /// Long enough for anything that ends at all; the tests assert an end, not a speed.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    fn cache(flights: Flights) -> Cache {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let ttl = Duration::from_secs(60);
+        Cache {
+            mode: CacheMode::Deterministic,
+            models: HashMap::new(),
+            store: Arc::new(Store::new(1 << 20, ttl, metrics.clone())),
+            l2: None,
+            ttl,
+            flights,
+            metrics,
+        }
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            key: [7; 32],
+            lookup: true,
+            store: true,
+        }
+    }
+
+    fn finish() -> Result<Event, BackendError> {
+        Ok(Event::Finish {
+            reason: FinishReason::Stop,
+            usage: Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 1,
+            }),
+        })
+    }
+
+    /// A backend that counts its generations and answers "hello", after `gate` (when
+    /// given) lets it finish.
+    fn backend(
+        generations: &Arc<AtomicUsize>,
+        gate: Option<Arc<Notify>>,
+    ) -> impl Future<Output = Result<EventStream, BackendError>> + Send + 'static {
+        let generations = generations.clone();
+        async move {
+            generations.fetch_add(1, Ordering::SeqCst);
+            let events: EventStream = Box::pin(async_stream::stream! {
+                yield Ok(Event::Delta("hello".into()));
+                if let Some(gate) = gate {
+                    gate.notified().await;
+                }
+                yield finish();
+            });
+            Ok(events)
+        }
+    }
+
+    /// What the pipeline does with a cacheable request: the stored answer, or the
+    /// generation (its own or the identical one in flight), collected.
+    async fn ask<S>(cache: &Cache, start: S) -> Result<Completion, BackendError>
+    where
+        S: Future<Output = Result<EventStream, BackendError>> + Send + 'static,
+    {
+        if let Some(events) = cache.lookup(&plan()).await {
+            return collect(events).await;
+        }
+        collect(cache.generate(&plan(), start).0).await
+    }
+
+    #[tokio::test]
+    async fn a_request_arriving_as_the_generation_completes_does_not_generate_again() {
+        let pause = Arc::new(Pause::new());
+        let cache = Arc::new(cache(Flights::paused(pause.clone())));
+        let generations = Arc::new(AtomicUsize::new(0));
+        let first = tokio::spawn({
+            let (cache, generations) = (cache.clone(), generations.clone());
+            async move { ask(&cache, backend(&generations, None)).await }
+        });
+        // The generation has finished and the flight is between its completion steps.
+        pause.reached.notified().await;
+        let second = timeout(BOUND, ask(&cache, backend(&generations, None)))
+            .await
+            .expect("the second request is answered while the first flight completes")
+            .unwrap();
+        assert_eq!(second.content, "hello");
+        assert_eq!(
+            generations.load(Ordering::SeqCst),
+            1,
+            "an identical request arriving then either joins the flight or hits the store"
+        );
+        pause.resume.notify_one();
+        let first = timeout(BOUND, first).await.unwrap().unwrap().unwrap();
+        assert_eq!(first, second);
+        assert_eq!(generations.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_missed_before_the_answer_was_stored_does_not_generate_again() {
+        let cache = cache(Flights::default());
+        let generations = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Notify::new());
+        let (first, joined) = cache.generate(&plan(), backend(&generations, Some(gate.clone())));
+        assert!(!joined);
+        // A second request looks the answer up while the first is still generating...
+        assert!(cache.lookup(&plan()).await.is_none());
+        // ...the first finishes (its stream ends when the flight is over)...
+        gate.notify_one();
+        let first = timeout(BOUND, collect(first)).await.unwrap().unwrap();
+        // ...and only then does the second reach the single-flight stage.
+        let (second, _) = cache.generate(&plan(), backend(&generations, None));
+        let second = timeout(BOUND, collect(second)).await.unwrap().unwrap();
+        assert_eq!(first, second);
+        assert_eq!(generations.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_generation_ends_every_subscriber_with_an_error() {
+        let cache = cache(Flights::default());
+        let generations = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Notify::new());
+        let panicking = {
+            let (generations, gate) = (generations.clone(), gate.clone());
+            async move {
+                generations.fetch_add(1, Ordering::SeqCst);
+                let events: EventStream = Box::pin(async_stream::stream! {
+                    yield Ok(Event::Delta("half an ans".into()));
+                    gate.notified().await;
+                    panic!("a bug in the generation");
+                });
+                Ok(events)
+            }
+        };
+        let (leader, joined) = cache.generate(&plan(), panicking);
+        assert!(!joined);
+        let (follower, joined) = cache.generate(&plan(), backend(&generations, None));
+        assert!(joined, "the second request joins the first's flight");
+        gate.notify_one();
+        for events in [follower, leader] {
+            let ended = timeout(BOUND, collect(events))
+                .await
+                .expect("a subscriber of a flight whose task panicked is not left waiting");
+            assert!(
+                matches!(ended, Err(BackendError::Protocol(ref m)) if m.contains("internal")),
+                "{ended:?}"
+            );
+        }
+        // Nothing was stored and the dead flight is gone: the next identical request
+        // generates afresh.
+        let third = timeout(BOUND, ask(&cache, backend(&generations, None)))
+            .await
+            .expect("the next identical request does not join the dead flight")
+            .unwrap();
+        assert_eq!(third.content, "hello");
+        assert_eq!(generations.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn cache_control_directives() {
