@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use super::AppState;
 use crate::error::ApiError;
 use crate::pipeline::Tenant;
-use crate::workflows::{RunFilter, RunRecord, StoreError, SubmitError, Trigger};
+use crate::workflows::{artifact_url, RunFilter, RunRecord, StoreError, SubmitError, Trigger};
 
 /// Most runs one list answers with.
 const MAX_LIMIT: usize = 100;
@@ -246,7 +246,7 @@ fn view(run: &RunRecord) -> Value {
             "name": a.name,
             "content_type": a.content_type,
             "bytes": a.bytes,
-            "url": format!("/v1/workflows/runs/{}/artifacts/{}", run.id, a.step),
+            "url": artifact_url(&run.id, &a.step),
         })).collect::<Vec<_>>(),
     })
 }

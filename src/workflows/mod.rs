@@ -39,6 +39,7 @@ use crate::pipeline::Pipeline;
 use crate::tools::Registry;
 
 pub use record::{Artifact, ArtifactMeta, RunRecord, RunStatus, StepRecord, StepStatus, Trigger};
+pub use steps::artifact_url;
 pub use store::{RunFilter, Store, StoreError};
 
 /// A declared workflow.
