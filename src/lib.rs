@@ -32,6 +32,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod request_id;
 pub mod tools;
 pub mod workflows;
 

@@ -92,6 +92,12 @@ pub struct Metrics {
     pub cache_coalesced: IntCounter,
     /// `sluice_cache_redis_total{result=hit|miss|error}`: the shared second level.
     pub cache_redis: IntCounterVec,
+    /// `sluice_ratelimit_rejections_total{tenant, limit=requests|tokens|concurrency|in_flight}`:
+    /// requests refused by a limit (429, or 503 for the global in-flight cap).
+    pub ratelimit_rejections: IntCounterVec,
+    /// `sluice_ratelimit_fallbacks_total`: decisions made with local limits because the
+    /// shared Redis did not answer in time.
+    pub ratelimit_fallbacks: IntCounter,
     /// `sluice_route_requests_total{model, tier, reason=scored|forced|load|single}`:
     /// chat requests by the tier that served them.
     pub route_requests: IntCounterVec,
@@ -355,6 +361,17 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let ratelimit_rejections = IntCounterVec::new(
+            Opts::new(
+                "sluice_ratelimit_rejections_total",
+                "Requests refused by a rate, token, concurrency or in-flight limit",
+            ),
+            &["tenant", "limit"],
+        )?;
+        let ratelimit_fallbacks = IntCounter::new(
+            "sluice_ratelimit_fallbacks_total",
+            "Limit decisions made locally because the shared Redis did not answer",
+        )?;
         let route_requests = IntCounterVec::new(
             Opts::new(
                 "sluice_route_requests_total",
@@ -453,6 +470,8 @@ impl Metrics {
         registry.register(Box::new(cache_evictions.clone()))?;
         registry.register(Box::new(cache_coalesced.clone()))?;
         registry.register(Box::new(cache_redis.clone()))?;
+        registry.register(Box::new(ratelimit_rejections.clone()))?;
+        registry.register(Box::new(ratelimit_fallbacks.clone()))?;
         registry.register(Box::new(engine_queue_depth.clone()))?;
         registry.register(Box::new(engine_queue_capacity.clone()))?;
         registry.register(Box::new(engine_active.clone()))?;
@@ -517,6 +536,8 @@ impl Metrics {
             cache_evictions,
             cache_coalesced,
             cache_redis,
+            ratelimit_rejections,
+            ratelimit_fallbacks,
             route_requests,
             route_score,
             route_load_moves,

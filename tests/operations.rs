@@ -310,3 +310,69 @@ async fn metrics_can_require_a_key() {
     // Health stays open for probes.
     assert_eq!(gw.get("/healthz").await.status(), 200);
 }
+
+/// Log lines written while the test runs (each nextest test is its own process, so the
+/// global subscriber is this test's alone).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_returned_logged_and_sent_upstream() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("sluice=debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init();
+    let up = fake_openai::start().await;
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "echo-model")], "")).await;
+
+    // The client's id comes back and reaches the upstream, streaming or not.
+    for stream in [false, true] {
+        let mut body = chat_body("gpt", "hello");
+        body["stream"] = json!(stream);
+        let id = format!("client-id-{stream}");
+        let resp = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-request-id", &id)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-request-id"], id.as_str());
+        resp.text().await.unwrap();
+        assert_eq!(up.state.request_ids.lock().unwrap().last(), Some(&id));
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let routed: Vec<_> = text.lines().filter(|l| l.contains("routed")).collect();
+    assert_eq!(routed.len(), 2, "{text}");
+    assert!(routed[0].contains("id=client-id-false"), "{text}");
+    assert!(routed[1].contains("id=client-id-true"), "{text}");
+
+    // Without one (or with an unusable one), the gateway makes one, errors included.
+    let resp = gw.get("/v1/models/nope").await;
+    assert_eq!(resp.status(), 404);
+    let made = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(made.starts_with("req_") && made.len() == 28, "{made}");
+    let resp = gw
+        .client
+        .get(gw.url("/healthz"))
+        .header("x-request-id", "has space")
+        .send()
+        .await
+        .unwrap();
+    let other = resp.headers()["x-request-id"].to_str().unwrap();
+    assert!(other.starts_with("req_") && other != made, "{other}");
+}

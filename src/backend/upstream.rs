@@ -123,6 +123,11 @@ async fn send(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<reqwest::Response, BackendError> {
+    // The upstream's logs can be matched with ours.
+    let request = match crate::request_id::RequestId::current() {
+        Some(id) => request.header(crate::request_id::HEADER, id.as_str()),
+        None => request,
+    };
     let response = match tokio::time::timeout(timeout, request.send()).await {
         Err(_) => {
             return Err(BackendError::Timeout {

@@ -80,7 +80,8 @@ pub fn load_str(
     if !issues.is_empty() {
         return Err(ConfigError(issues));
     }
-    let issues = super::validate::validate(&config);
+    let mut issues = super::validate::validate(&config);
+    issues.extend(super::limits::validate(&config));
     if issues.is_empty() {
         Ok(config)
     } else {

@@ -2,6 +2,7 @@
 //! applies `SLUICE__SECTION__KEY` overrides and deserializes with key paths in errors;
 //! `validate` then reports every remaining problem at once, each naming its key.
 
+mod limits;
 mod load;
 mod route;
 mod tools;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use limits::{LimitsConfig, Rates};
 pub use load::{load, load_str, ConfigError, ConfigIssue};
 pub use route::{LoadPolicy, ModelRoute, RouteConfig, Weights, DEFAULT_BIAS};
 pub use tools::{AgentConfig, Approval, ModelAgentConfig, ToolConfig, ToolKind};
@@ -52,6 +54,9 @@ pub struct Config {
     /// Declared multi-step jobs, their schedules and the run store.
     #[serde(default)]
     pub workflows: WorkflowsConfig,
+    /// Rate limits per tenant, the global in-flight cap, shared counts in Redis.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -341,6 +346,10 @@ pub struct ModelConfig {
     /// Overrides of `[agent]` for this model.
     #[serde(default)]
     pub agent: ModelAgentConfig,
+    /// Generations of this model at once, over every tenant; more get 429 with
+    /// `retry-after` (code `concurrency_limit_exceeded`). Unset: no cap.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
 }
 
 fn default_owned_by() -> String {

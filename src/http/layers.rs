@@ -1,7 +1,9 @@
 //! Middleware: `auth` (stage 1 of the pipeline, run before the body is read so a bad key
-//! is a 401 whatever the body) and `observe` (request count, in-flight gauge and duration
-//! until the response's last byte, by route, model, status and whether it streamed; a
-//! request whose client leaves before the answer counts as status 499).
+//! is a 401 whatever the body), `limits` (the tenant's request rates, and the
+//! `x-ratelimit-*` headers on every `/v1` response) and `observe` (the global in-flight
+//! cap for `/v1` routes; request count, in-flight gauge and duration until the response's
+//! last byte, by route, model, status and whether it streamed; a request whose client
+//! leaves before the answer counts as status 499).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -19,6 +21,9 @@ use http_body::{Frame, SizeHint};
 use super::AppState;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::pipeline::limits::{Occupancy, RateHeaders};
+use crate::pipeline::Tenant;
+use crate::request_id::{RequestId, HEADER as REQUEST_ID};
 
 /// Set by handlers on their response: the (bounded) model label for metrics.
 #[derive(Clone)]
@@ -45,6 +50,98 @@ pub async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Ne
     }
 }
 
+/// The request's id (the client's `x-request-id`, or a new one): returned on the
+/// response, named by every log line (a tracing span) and current while the handler and
+/// the response body run (upstream requests carry it).
+pub async fn request_id(req: Request, next: Next) -> Response {
+    let id = RequestId::from_header(req.headers().get(REQUEST_ID).map(|v| v.as_bytes()));
+    let span = tracing::info_span!("request", id = %id.as_str());
+    let mut response =
+        tracing::Instrument::instrument(id.clone().scope(next.run(req)), span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Identified {
+            inner: body,
+            id,
+            span,
+        }),
+    )
+}
+
+pin_project_lite::pin_project! {
+    /// A response body polled under its request's id and span.
+    struct Identified {
+        #[pin]
+        inner: Body,
+        id: RequestId,
+        span: tracing::Span,
+    }
+}
+
+impl http_body::Body for Identified {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let inner = this.inner;
+        this.id.sync_scope(|| inner.poll_frame(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The tenant's request rates (after `auth`, before the body is read), and the
+/// `x-ratelimit-*` headers on the response, refused or not.
+pub async fn limits(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let tenant = req
+        .extensions()
+        .get::<Tenant>()
+        .cloned()
+        .unwrap_or_else(Tenant::anonymous);
+    let limits = &state.pipeline.limits;
+    let (admitted, mut headers) = limits.admit_request(&tenant).await;
+    let mut response = match admitted {
+        Ok(()) => {
+            let response = next.run(req).await;
+            // Tokens as they stand once the request was admitted and started.
+            if headers.tokens.is_some() {
+                headers.tokens = limits.tokens_now(&tenant);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    };
+    add_rate_headers(&mut response, &headers);
+    response
+}
+
+fn add_rate_headers(response: &mut Response, headers: &RateHeaders) {
+    for (name, value) in headers.pairs() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
 pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -60,8 +157,20 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
         status: CLIENT_CLOSED,
         stream: false,
         started: Instant::now(),
+        _occupancy: None,
     };
     state.metrics.in_flight.inc();
+    // Load shedding: over `limits.max_in_flight`, API requests get 503 before any work
+    // (health and metrics always answer).
+    if record.route.starts_with("/v1/") {
+        match state.pipeline.limits.enter() {
+            Ok(occupancy) => record._occupancy = occupancy,
+            Err(e) => {
+                record.status = e.status;
+                return e.into_response();
+            }
+        }
+    }
     let response = next.run(req).await;
     record.model = response
         .extensions()
@@ -95,6 +204,8 @@ struct Record {
     status: u16,
     stream: bool,
     started: Instant,
+    /// This request's place under `limits.max_in_flight`, freed with the record.
+    _occupancy: Option<Occupancy>,
 }
 
 impl Drop for Record {

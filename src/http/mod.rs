@@ -63,6 +63,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             "/v1/workflows/runs/{id}/artifacts/{step}",
             get(workflows::get_artifact),
         )
+        // Layers run outermost last-added: auth, then the tenant's limits.
+        .route_layer(from_fn_with_state(state.clone(), layers::limits))
         .route_layer(from_fn_with_state(state.clone(), layers::auth));
     Router::new()
         .merge(v1)
@@ -73,5 +75,6 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(from_fn_with_state(state.clone(), layers::observe))
+        .layer(axum::middleware::from_fn(layers::request_id))
         .with_state(state)
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! auth    API key → tenant              (runs first, in http/, before the body is read)
-//! limits  per-tenant rate limits, admission          (its own issue; slots in before route)
+//! limits  in-flight cap and request rates (in http/, before the body is read); after
+//!         route: the prompt against tokens per minute, the model's concurrency cap
 //! route   logical model → tier (forced, or by complexity score and load) → deployment
 //! tools   the server tools the request gets (its model's, `x-sluice-tools`, per tenant)
 //! cache   exact cache (local + optional Redis), single-flight join of identical requests
@@ -13,6 +14,7 @@
 pub mod agent;
 pub mod auth;
 pub mod cache;
+pub mod limits;
 mod observe;
 pub mod route;
 
@@ -95,6 +97,8 @@ pub enum SetupError {
     Backend(#[from] BackendError),
     #[error("cannot set up server tools: {0}")]
     Tools(String),
+    #[error("cannot set up limits: {0}")]
+    Limits(String),
 }
 
 /// What the client asked for besides the body (its headers).
@@ -111,6 +115,7 @@ pub struct Asked<'a> {
 /// Everything the stages need, built once at start-up.
 pub struct Pipeline {
     pub auth: Auth,
+    pub limits: limits::Limits,
     routes: Routes,
     backends: Backends,
     tools: ToolAccess,
@@ -146,6 +151,7 @@ impl Pipeline {
             crate::tools::build(config, &hard_stop).map_err(SetupError::Tools)?;
         Ok(Pipeline {
             auth: Auth::from_config(&config.auth),
+            limits: limits::Limits::new(config, metrics.clone()).map_err(SetupError::Limits)?,
             routes: Routes::new(config, &backends),
             tools: ToolAccess::new(config, registry),
             cache: cache::Cache::new(config, metrics.clone())?,
@@ -186,10 +192,16 @@ impl Pipeline {
         let in_flight = target.enter();
         tracing::debug!(tenant = tenant.as_str(), model = %target.served, reason = routed.reason.as_str(), backend = target.backend.name(), "routed");
         let toolset = self.tools.toolset(tenant, &target.model, &request, tools)?;
+        // Tokens per minute and the model's concurrency cap; the charge bills the
+        // completion as it streams (a cache hit costs its prompt estimate only).
+        let charge = self
+            .limits
+            .admit_chat(tenant, &target.model, &request)
+            .await?;
         let generation = |events, cache| Generation {
             model: target.served.clone(),
             routed: routed.clone(),
-            events,
+            events: charge.wrap(events, cache != cache::Status::Hit),
             cache,
         };
         // The cache key holds the deployment, tier included (an answer is replayed
@@ -326,6 +338,8 @@ impl Pipeline {
     ) -> Result<EmbedResponse, ApiError> {
         let target = self.routes.get(&request.model)?;
         tracing::debug!(tenant = tenant.as_str(), model = %target.model, "embedding");
+        let estimate = limits::estimate_embed_tokens(&request);
+        let bill = self.limits.admit_tokens(tenant, estimate).await?;
         let response = target
             .backend
             .embed(request, &target.deployment)
@@ -335,6 +349,9 @@ impl Pipeline {
             .input_tokens
             .with_label_values(&[&target.model])
             .inc_by(u64::from(response.prompt_tokens));
+        if let Some(bill) = bill {
+            bill.settle(i64::from(response.prompt_tokens) - i64::from(estimate));
+        }
         Ok(response)
     }
 

@@ -27,6 +27,8 @@ pub struct Upstream {
     pub requests: Mutex<Vec<Value>>,
     /// Authorization headers received.
     pub auth_headers: Mutex<Vec<String>>,
+    /// `x-request-id` headers received with chat requests.
+    pub request_ids: Mutex<Vec<String>>,
     pub chat_calls: AtomicUsize,
     /// Notified when a `slow` stream's or a `hang` request's connection is dropped.
     pub dropped: Notify,
@@ -126,6 +128,9 @@ async fn chat(
     state.received.notify_waiters();
     if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
         state.auth_headers.lock().unwrap().push(auth.to_owned());
+    }
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        state.request_ids.lock().unwrap().push(id.to_owned());
     }
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     match model.as_str() {

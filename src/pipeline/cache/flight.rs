@@ -97,12 +97,13 @@ impl Flights {
             map.insert(key, flight.clone());
         }
         drop(map);
-        tokio::spawn(drive(
+        // The generation runs under the id of the request that started it.
+        tokio::spawn(crate::request_id::RequestId::carry(drive(
             flight.clone(),
             start,
             on_done,
             shared.then(|| (self.map.clone(), key)),
-        ));
+        )));
         Joined::Led(self.subscribe(key, flight, shared))
     }
 
