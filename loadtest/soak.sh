@@ -29,7 +29,8 @@
 #   BURST_EVERY [30] s  BURST_SIZE [40]  BURST_RPS [5] the burst tenant's requests_per_second
 #   FAIL_FIRST [60] s  FAIL_EVERY [180] s  FAIL_FOR [20] s   upstream failure windows
 #   SAMPLE_EVERY [10] s  WARMUP_FRACTION [0.2]  MAX_GROWTH [0.10]  WINDOW_SECONDS [10% of
-#   the run, at least 60]  MAX_TOKENS [16] (streams ask twice as many)  SEED [1]
+#   the run, at least 60]  QUIET_SLACK [2] fds/tasks a quiet point may gain whatever the %
+#   MAX_TOKENS [16] (streams ask twice as many)  SEED [1]
 #   SLUICE_BIN  use this binary instead of building one
 #   SLUICE_LOG [warn]  RUST_LOG for sluice;  CARGO [cargo];  CARGO_TARGET_DIR is honoured
 set -euo pipefail
@@ -51,6 +52,7 @@ FAIL_FOR="${FAIL_FOR:-20}"
 SAMPLE_EVERY="${SAMPLE_EVERY:-10}"
 WARMUP_FRACTION="${WARMUP_FRACTION:-0.2}"
 MAX_GROWTH="${MAX_GROWTH:-0.10}"
+QUIET_SLACK="${QUIET_SLACK:-2}"
 WINDOW_SECONDS="${WINDOW_SECONDS:-0}"
 MAX_TOKENS="${MAX_TOKENS:-16}"
 SEED="${SEED:-1}"
@@ -198,7 +200,7 @@ SOAK_MAIN_KEY="$main_key" SOAK_BURST_KEY="$burst_key" timeout -s TERM "$budget" 
   --burst-every "$BURST_EVERY" --burst-size "$BURST_SIZE" \
   --fail-first "$FAIL_FIRST" --fail-every "$FAIL_EVERY" --fail-for "$FAIL_FOR" \
   --sample-every "$SAMPLE_EVERY" --warmup-fraction "$WARMUP_FRACTION" \
-  --window-seconds "$WINDOW_SECONDS" --max-growth "$MAX_GROWTH" --seed "$SEED" \
+  --window-seconds "$WINDOW_SECONDS" --max-growth "$MAX_GROWTH" --quiet-slack "$QUIET_SLACK" --seed "$SEED" \
   >"$out/result.md" &
 pids+=($!)
 status=0

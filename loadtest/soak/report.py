@@ -1,10 +1,14 @@
 """The soak's verdict: counts per kind, growth after warm-up, summary.json, the plot.
 
-Growth of RSS, open fds and tokio tasks is the median of the last window (the run's last
-`--window-seconds`) against the median of the first window after warm-up (from
-`--warmup-fraction` x the run on); medians, so that one sample taken during a burst does
-not decide, and without the samples taken while the upstream was failing (fewer requests
-in flight then: they fail fast). The run passes when no request got an unexpected answer,
+Growth under load: the median of the last window (the run's last `--window-seconds`)
+against the median of the first window after warm-up (from `--warmup-fraction` x the run
+on), for RSS, open fds and tokio tasks; medians, so that one sample taken during a burst
+does not decide, and without the samples taken while the upstream was failing (fewer
+requests in flight then: they fail fast) or at a quiet point. It decides for RSS. Open fds
+and tokio tasks follow the number of open connections under load (from one 10 s sample to
+the next they halve or double), so they are judged at the quiet points (soak.py): the end
+against after warm-up; growth over `--max-growth` and over `--quiet-slack` (an absolute
+count: the quiet counts are small) fails. The run passes when no request got an unexpected answer,
 the generator never fell behind, none of the three grew more than `--max-growth`, sluice
 is still up and ready, and, with the limits on, the bursts did get 429s.
 
@@ -26,26 +30,42 @@ def read_samples(out):
         rows = list(csv.DictReader(f))
     for r in rows:
         for k, v in r.items():
-            if k != "upstream":
+            if k != "state":
                 r[k] = float(v) if v not in ("", None) else None
     return rows
 
 
-def growth(rows, warmup_s, window_s, duration_s, max_growth):
+def growth(rows, quiet, a, duration_s):
+    """Per metric: window medians under load (first window after warm-up, last window) and,
+    for fds and tasks, the quiet points; `ok` by the quiet points for fds and tasks (under
+    load they follow the open connections), by the window medians for RSS."""
     out = {}
-    steady = [r for r in rows if r["upstream"] == "ok"]
+    warmup_s, window_s = a.warmup_fraction * duration_s, a.window_seconds
+    steady = [r for r in rows if r["state"] == "ok"]
     first = [r for r in steady if warmup_s <= r["t_s"] < warmup_s + window_s]
     last = [r for r in steady if r["t_s"] >= duration_s - window_s]
     for key, _ in GROWTH:
-        a = [r[key] for r in first if r[key] is not None]
-        b = [r[key] for r in last if r[key] is not None]
-        if not a or not b:
-            out[key] = {"ok": False, "why": "no samples"}
-            continue
-        m0, m1 = statistics.median(a), statistics.median(b)
-        g = (m1 - m0) / m0 if m0 else float("inf")
-        out[key] = {"first_median": m0, "last_median": m1, "growth": g,
-                    "max": max(b + a), "samples": [len(a), len(b)], "ok": g <= max_growth}
+        g = {}
+        xs = [r[key] for r in first if r[key] is not None]
+        ys = [r[key] for r in last if r[key] is not None]
+        if xs and ys:
+            m0, m1 = statistics.median(xs), statistics.median(ys)
+            g.update(first_median=m0, last_median=m1, growth=(m1 - m0) / m0 if m0 else None,
+                     max=max(xs + ys), samples=[len(xs), len(ys)])
+        if key == "rss_mb":
+            g["judged_on"] = "window medians under load"
+            g["ok"] = g.get("growth") is not None and g["growth"] <= a.max_growth
+        else:
+            q0 = quiet.get("after_warmup", {}).get(key)
+            q1 = quiet.get("end", {}).get(key)
+            g["judged_on"] = "quiet points"
+            if q0 is None or q1 is None:
+                g["ok"] = False
+            else:
+                g.update(quiet_after_warmup=q0, quiet_end=q1,
+                         quiet_growth=(q1 - q0) / q0 if q0 else None)
+                g["ok"] = q1 - q0 <= max(a.max_growth * q0, a.quiet_slack)
+        out[key] = g
     return out
 
 
@@ -78,7 +98,7 @@ def finish(a, recs, facts):
     rows = read_samples(a.out)
     duration = a.minutes * 60
     warmup = a.warmup_fraction * duration
-    grown = growth(rows, warmup, a.window_seconds, duration, a.max_growth)
+    grown = growth(rows, facts["quiet"], a, duration)
     soak = [r for r in recs if r.phase == "soak"]
     bursts = [r for r in soak if r.kind == "burst"]
     unexpected = [r for r in recs if not r.expected]
@@ -130,20 +150,24 @@ def markdown(s):
         f"- upstream failure windows (s): {s['windows']}; "
         f"{s['upstream_errors_in_windows']} expected 502/503/504 in them",
         f"- unexpected answers: {s['unexpected']}; arrivals dropped: {s['dropped']}",
-        "- idle (no load) before the capacity phase / 5 s after the last answer: "
-        + ", ".join(f"{label} {fmt(s['idle_before'].get(key))} / {fmt(s['idle_after'].get(key))}"
-                    for key, label in GROWTH),
+        "- idle before the capacity phase / quiet point at the end: "
+        + ", ".join(f"{label} {fmt(s['idle_before'].get(key))} / "
+                    f"{fmt(s['quiet'].get('end', {}).get(key))}" for key, label in GROWTH),
         "",
-        "| | first window after warm-up (median) | last window (median) | growth | max |",
-        "|---|---|---|---|---|",
+        "| | under load: first window after warm-up (median) | last window (median) | growth "
+        "| quiet point after warm-up | quiet point at the end | growth | judged on |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in GROWTH:
         g = s["growth"][key]
-        if "growth" in g:
-            lines.append(f"| {label} | {g['first_median']:.1f} | {g['last_median']:.1f} | "
-                         f"{g['growth']:+.1%} | {g['max']:.1f} |")
-        else:
-            lines.append(f"| {label} | - | - | {g['why']} | - |")
+        q = ("-", "-", "-")
+        if "quiet_end" in g:
+            qg = f"{g['quiet_growth']:+.1%}" if g["quiet_growth"] is not None else "-"
+            q = (fmt(g["quiet_after_warmup"]), fmt(g["quiet_end"]), qg)
+        w = ("-", "-", "-")
+        if g.get("growth") is not None:
+            w = (fmt(g["first_median"]), fmt(g["last_median"]), f"{g['growth']:+.1%}")
+        lines.append(f"| {label} | {' | '.join(w)} | {' | '.join(q)} | {g['judged_on']} |")
     lines += ["", "| kind | requests | status | outcome | cache hits | p50 ms | p99 ms |",
               "|---|---|---|---|---|---|---|"]
     for name, k in s["kinds"].items():
@@ -174,13 +198,20 @@ def plot(out, rows, s):
         for a, b in s["windows"]:
             ax.axvspan(a / 60, b / 60, color="tab:red", alpha=0.15, lw=0)
         g = s["growth"].get(key)
-        if g and "growth" in g:
+        if g and g.get("growth") is not None:
             w0, d = s["warmup_s"] / 60, s["settings"]["minutes"]
             ax.hlines(g["first_median"], w0, w0 + s["window_s"] / 60, colors="tab:green")
             ax.hlines(g["last_median"], d - s["window_s"] / 60, d, colors="tab:orange")
-            ax.set_title(f"{label}: {g['growth']:+.1%}", fontsize=9, loc="right")
+            title = f"{label}: {g['growth']:+.1%} under load"
+            if g.get("quiet_growth") is not None:
+                title += f", {g['quiet_growth']:+.1%} at the quiet points (judged)"
+            ax.set_title(title, fontsize=9, loc="right")
+        for q in s.get("quiet", {}).values():
+            if key in q and "t_s" in q:
+                ax.plot([q["t_s"] / 60], [q[key]], "kv", ms=5)
         ax.set_ylim(bottom=0)
-    axes[-1].set_xlabel("minutes (grey: warm-up; red: upstream failing; green/orange: window medians)")
+    axes[-1].set_xlabel("minutes (grey: warm-up; red: upstream failing; green/orange: window medians; "
+                       "triangles: quiet points)")
     fig.suptitle(f"sluice soak: {s['rate_rps']:.1f} req/s + bursts, "
                  f"{'PASS' if s['passed'] else 'FAIL'}")
     fig.tight_layout()

@@ -9,7 +9,13 @@ Phases, against a sluice already started on loopback:
    `--minutes`, plus a burst of `--burst-size` requests from the `soak-burst` tenant every
    `--burst-every` s (above its rate limit), and a failure of the test upstream for
    `--fail-for` s every `--fail-every` s (503, then connection refused, alternately);
-3. drain: wait for the last answers, then one idle sample.
+3. drain: wait for the last answers, then a quiet point.
+
+Quiet points (after warm-up, and at the end): the load pauses, the last answers come in,
+the clients close their connections and the test upstream closes its idle ones; a few
+seconds later sluice's open fds and tokio tasks are its own, exact counts, while under load
+they follow the number of open connections (they halve or double from one sample to the
+next). report.py judges fds and tasks at the quiet points, RSS on the samples under load.
 
 Every `--sample-every` s it samples sluice's RSS (VmRSS), open fds, threads, and from
 /metrics tokio's alive tasks, requests in flight and the cache's size, into samples.csv;
@@ -89,6 +95,9 @@ class Soak:
         self.unexpected = 0
         self.soak_done = 0
         self.mode = "ok"
+        self.paused = False
+        self.quiet_points = {}
+        self.start = time.monotonic()
         self.sessions = {}
 
     def session(self, key, keep_alive=True):
@@ -142,6 +151,8 @@ class Soak:
             if t >= end:
                 return
             await asyncio.sleep(max(0.0, t - time.monotonic()))
+            if self.paused:
+                continue
             if len(self.tasks) >= self.a.max_in_flight:
                 self.dropped += 1
                 continue
@@ -155,7 +166,7 @@ class Soak:
             if at >= end:
                 return
             await asyncio.sleep(max(0.0, at - time.monotonic()))
-            for _ in range(a.burst_size):
+            for _ in range(0 if self.paused else a.burst_size):
                 self.spawn(self.one(self.sessions["burst"], BURST, "soak"))
             k += 1
 
@@ -167,6 +178,8 @@ class Soak:
                 if at + a.fail_for >= end:
                     return
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
+                while self.paused:
+                    await asyncio.sleep(0.1)
                 mode = ("503", "refuse")[k % 2]
                 # Recorded before the order goes out: no request can fail before its start.
                 t0 = time.monotonic()
@@ -202,7 +215,7 @@ class Soak:
             row["done"] = self.soak_done - last_done
             last_done = self.soak_done
             row["unexpected"] = self.unexpected
-            row["upstream"] = self.mode
+            row["state"] = "quiet" if self.paused else self.mode
             writer.writerow(row)
             fh.flush()
             if k % 6 == 0:
@@ -210,6 +223,38 @@ class Soak:
                     f"tasks={row['tasks']} in_flight={len(self.tasks)} "
                     f"unexpected={row['unexpected']}")
             k += 1
+
+    async def quiet(self, label, at=None):
+        """A quiet point: no load, no client connections, no idle upstream connections; then
+        sluice's fds and tasks are its own, not the load's (taken as the least of 3 reads)."""
+        if at is not None:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+        while self.mode != "ok":
+            await asyncio.sleep(0.1)
+        self.paused = True
+        t0 = time.monotonic()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=self.a.request_timeout + 5)
+        for name in ("main", "burst"):
+            await self.sessions[name].close()
+        self.sessions["main"] = self.session(os.environ.get("SOAK_MAIN_KEY"))
+        self.sessions["burst"] = self.session(os.environ.get("SOAK_BURST_KEY"), keep_alive=False)
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{self.a.upstream_control}/drop") as r:
+                await r.read()
+        reads = []
+        for _ in range(3):
+            await asyncio.sleep(1)
+            reads.append({**proc_sample(self.a.pid),
+                          **await metrics_sample(self.sessions["plain"], self.base)})
+        point = {k: min(r[k] for r in reads if r[k] is not None) for k in reads[0]
+                 if any(r[k] is not None for r in reads)}
+        point["paused_s"] = round(time.monotonic() - t0, 1)
+        point["t_s"] = round(time.monotonic() - self.start, 1)
+        self.quiet_points[label] = point
+        log(f"quiet point {label}: fds={point.get('fds')} tasks={point.get('tasks')} "
+            f"rss={point.get('rss_mb', 0):.1f}MB (load paused {point['paused_s']} s)")
+        self.paused = False
 
     async def run(self):
         a = self.a
@@ -227,23 +272,20 @@ class Soak:
             duration = a.minutes * 60
             log(f"soak: {rate:.1f} requests/s for {a.minutes} min")
             fields = ["t_s", "rss_mb", "fds", "threads", "tasks", "in_flight", "cache_bytes",
-                      "cache_entries", "done", "unexpected", "upstream"]
+                      "cache_entries", "done", "unexpected", "state"]
             with open(os.path.join(a.out, "samples.csv"), "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=fields)
                 writer.writeheader()
-                start = time.monotonic()
+                start = self.start = time.monotonic()
                 end = start + duration
                 await asyncio.gather(
                     self.arrivals(rate, start, end), self.bursts(start, end),
                     self.failures(start, end), self.sampler(start, end, writer, fh),
+                    self.quiet("after_warmup", start + a.warmup_fraction * duration),
                 )
                 log(f"load over; waiting for {len(self.tasks)} answers")
-                if self.tasks:
-                    await asyncio.wait(list(self.tasks), timeout=a.request_timeout + 5)
                 soak_end = time.monotonic()
-            await asyncio.sleep(5)
-            idle_after = {**proc_sample(a.pid),
-                          **await metrics_sample(self.sessions["plain"], self.base)}
+                await self.quiet("end")
             try:
                 async with self.sessions["plain"].get(self.base + "/readyz") as r:
                     ready_after = r.status
@@ -255,7 +297,7 @@ class Soak:
         facts = {
             "capacity_rps": None if a.rate else cap, "rate_rps": rate,
             "soak_seconds": soak_end - start, "dropped": self.dropped,
-            "idle_before": idle_before, "idle_after": idle_after,
+            "idle_before": idle_before, "quiet": self.quiet_points,
             "ready_after": ready_after, "sluice_alive": os.path.exists(f"/proc/{a.pid}"),
             "windows": [[round(s - start, 1), round(e - start, 1)] for s, e in self.traffic.windows],
         }
@@ -287,6 +329,8 @@ def main():
     ap.add_argument("--window-seconds", type=float, default=0,
                     help="growth window (default: 10%% of the run, at least 60 s)")
     ap.add_argument("--max-growth", type=float, default=0.10)
+    ap.add_argument("--quiet-slack", type=float, default=2,
+                    help="fds/tasks at the quiet points may grow this many whatever the %%")
     ap.add_argument("--max-in-flight", type=int, default=2000)
     ap.add_argument("--request-timeout", type=float, default=60)
     ap.add_argument("--seed", type=int, default=1)

@@ -12,7 +12,8 @@ keep-alive, written on asyncio streams so that the failure modes are exact:
   the window ends.
 
 A second port takes the orders: `POST /fail?mode=503|refuse&seconds=S` starts a window
-that ends by itself after S seconds; `GET /state` says what the upstream is doing. Every
+that ends by itself after S seconds; `POST /drop` closes the idle keep-alive connections
+(for the soak's quiet points); `GET /state` says what the upstream is doing. Every
 window is logged to stderr. The process exits by itself after `--max-seconds`.
 
 Usage: upstream.py --listen 127.0.0.1:PORT --control 127.0.0.1:PORT
@@ -63,7 +64,7 @@ class Upstream:
         self.host, self.port = host, port
         self.tokens, self.token_ms = tokens, token_ms
         self.server = None
-        self.conns = set()
+        self.conns = {}  # writer -> busy (a request being answered)
         self.mode = "ok"
         self.until = 0.0
         self.windows = []
@@ -75,18 +76,20 @@ class Upstream:
         )
 
     async def serve(self, reader, writer):
-        self.conns.add(writer)
+        self.conns[writer] = False
         try:
             while True:
                 try:
                     method, target, body = await read_request(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                self.conns[writer] = True
                 await self.answer(method, target, body, writer)
+                self.conns[writer] = False
         except (ConnectionError, asyncio.CancelledError):
             return
         finally:
-            self.conns.discard(writer)
+            self.conns.pop(writer, None)
             writer.close()
 
     async def answer(self, method, target, body, writer):
@@ -186,13 +189,19 @@ class Upstream:
             if method == "POST" and url.path == "/fail" and q.get("mode") in ("503", "refuse"):
                 ok = await self.fail(q["mode"], float(q.get("seconds", "20")))
                 status = (200, "OK") if ok else (409, "Conflict")
+            elif method == "POST" and url.path == "/drop":
+                # Close the idle keep-alive connections (sluice's pool then lets them go).
+                for w, busy in list(self.conns.items()):
+                    if not busy:
+                        w.transport.abort()
+                status = (200, "OK")
             elif method == "GET" and url.path == "/state":
                 status = (200, "OK")
             else:
                 status = (404, "Not Found")
             state = {"mode": self.mode, "until": self.until, "served": self.served,
                      "windows": self.windows}
-            writer.write(response(*status, json.dumps(state).encode()) )
+            writer.write(response(*status, json.dumps(state).encode()))
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
