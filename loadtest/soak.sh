@@ -174,6 +174,13 @@ EOF
   fi
 } >"$out/sluice.toml"
 
+if ! (cd "$root" && "$out/sluice" check-config --config "$out/sluice.toml") >"$out/check-config.log" 2>&1; then
+  cat "$out/check-config.log" >&2
+  if grep -q 'unknown field .limits.' "$out/check-config.log"; then
+    log "this sluice has no [limits] yet: run with SOAK_LIMITS=0"
+  fi
+  exit 2
+fi
 (cd "$root" && RUST_LOG="$SLUICE_LOG" exec timeout -s TERM "$budget" \
   "$out/sluice" serve --config "$out/sluice.toml") >"$out/sluice.log" 2>&1 &
 pids+=($!)
