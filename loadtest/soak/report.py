@@ -16,6 +16,7 @@ is still up and ready, and, with the limits on, the bursts did get 429s.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import statistics
@@ -121,7 +122,7 @@ def finish(a, recs, facts):
         "bursts": {"requests": len(bursts), "status": dict(Counter(str(r.status) for r in bursts))},
         "upstream_errors_in_windows": sum(r.expected and r.status in (502, 503, 504) for r in soak),
         "unexpected": len(unexpected),
-        "unexpected_examples": [vars(r) for r in unexpected[:20]],
+        "unexpected_examples": [dataclasses.asdict(r) for r in unexpected[:20]],
         "growth": grown, "warmup_s": warmup, "window_s": a.window_seconds,
         "kinds": per_kind(soak),
     }

@@ -71,7 +71,7 @@ MIX = [
 BURST = Kind("burst", "upstream", False, False, burst=True)
 
 
-@dataclass
+@dataclass(slots=True)
 class Rec:
     phase: str
     kind: str
