@@ -24,6 +24,9 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// `sluice_http_requests_in_flight`
     pub in_flight: IntGauge,
+    /// `sluice_runtime_alive_tasks`: tokio tasks alive, set when /metrics is rendered (a
+    /// steady climb under steady load is a task leak; `make soak` watches it).
+    pub runtime_alive_tasks: IntGauge,
     /// `sluice_time_to_first_token_seconds{model, backend}`
     pub time_to_first_token: HistogramVec,
     /// `sluice_inter_token_latency_seconds{model, backend}`: between two streamed chunks
@@ -146,6 +149,10 @@ impl Metrics {
         let in_flight = IntGauge::new(
             "sluice_http_requests_in_flight",
             "Requests whose response has not finished",
+        )?;
+        let runtime_alive_tasks = IntGauge::new(
+            "sluice_runtime_alive_tasks",
+            "Tokio tasks alive when /metrics was rendered",
         )?;
         let time_to_first_token = HistogramVec::new(
             HistogramOpts::new(
@@ -490,6 +497,7 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(runtime_alive_tasks.clone()))?;
         registry.register(Box::new(time_to_first_token.clone()))?;
         registry.register(Box::new(inter_token.clone()))?;
         registry.register(Box::new(finish_reasons.clone()))?;
@@ -511,6 +519,7 @@ impl Metrics {
             backend_ready,
             build_info,
             in_flight,
+            runtime_alive_tasks,
             time_to_first_token,
             input_tokens,
             output_tokens,

@@ -168,6 +168,8 @@ async fn metrics_count_requests_tokens_ttft_and_upstream_errors() {
         1.0
     );
     assert_eq!(metric(&text, "sluice_backend_ready{backend=\"up\"}"), 1.0);
+    // The server's own tasks (at least the accept loop and this connection) are alive.
+    assert!(metric(&text, "sluice_runtime_alive_tasks ") >= 1.0);
     assert_eq!(
         metric(
             &text,

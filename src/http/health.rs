@@ -1,6 +1,6 @@
 //! Operational endpoints: `/healthz` (the process answers), `/readyz` (every backend
 //! answers its readiness probe) and `/metrics` (Prometheus text; behind
-//! `server.metrics_key` when set).
+//! `server.metrics_key` when set; the tokio alive-task gauge is read at each scrape).
 
 use std::sync::Arc;
 
@@ -60,6 +60,13 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
             .with_code("invalid_api_key")
             .into_response();
         }
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let alive = runtime.metrics().num_alive_tasks();
+        state
+            .metrics
+            .runtime_alive_tasks
+            .set(i64::try_from(alive).unwrap_or(i64::MAX));
     }
     (
         [(
