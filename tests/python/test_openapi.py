@@ -9,18 +9,25 @@ daily_sales_report workflow. Every answer must:
 - not be a 5xx (`not_a_server_error`);
 - have a status code, content type, headers and body the spec documents;
 - reject data the spec calls invalid (`negative_data_rejection`);
-- when it is a 4xx or 5xx, have OpenAI's error body (`openai_error_shape` below).
+- when it is a 4xx or 5xx, have OpenAI's error body (`openai_error_shape` below);
+- answer a method the path lacks with 405 and `Allow`, a missing header as documented.
+
+Beside: every /v1 operation needs the key, and streamed chunks match the spec's
+ChatCompletionChunk. Bounded by MAX_EXAMPLES per operation (about half a minute).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import zlib
 from pathlib import Path
 
+import jsonschema
 import pytest
+import requests
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
@@ -32,6 +39,9 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
+    allow_header_conformance,
+    missing_required_header,
 )
 
 from conftest import REPO, Sluice
@@ -172,6 +182,9 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejected,
     openai_error_shape,
+    unsupported_method,
+    allow_header_conformance,
+    missing_required_header,
 ]
 
 
@@ -304,8 +317,6 @@ def test_api_conforms(case, sluice_openapi):
 def test_every_v1_operation_needs_the_key(sluice_openapi):
     """With `[[auth.keys]]` configured, each `/v1` operation of the spec answers 401 in
     OpenAI's shape without a key and with a wrong one, whatever the body."""
-    import requests
-
     operations = [
         (method, path)
         for path, item in load_spec()["paths"].items()
@@ -322,3 +333,36 @@ def test_every_v1_operation_needs_the_key(sluice_openapi):
             error = response.json()["error"]
             assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
             assert isinstance(error["message"], str) and "param" in error
+
+
+def _validator(name: str):
+    """A JSON Schema validator for `components.schemas.<name>` of the spec."""
+    spec = load_spec()
+    schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("model", ["sluice-tiny", "chat-model", "tool-model"])
+def test_streamed_chunks_match_the_chunk_schema(sluice_openapi, model):
+    """Each `data:` event of a stream is a ChatCompletionChunk as the spec describes it,
+    the usage chunk included, and the stream ends with `[DONE]`."""
+    chunk = _validator("ChatCompletionChunk")
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "What is 17 * 23?"}],
+        "max_tokens": 8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    }
+    response = requests.post(
+        sluice_openapi.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=REQUEST_TIMEOUT
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    data = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]", data[-3:]
+    events = [json.loads(d) for d in data[:-1]]
+    for event in events:
+        chunk.validate(event)
+    assert events[-1]["usage"]["total_tokens"] >= events[-1]["usage"]["completion_tokens"]
