@@ -363,3 +363,23 @@ async fn unknown_routes_and_methods_have_the_openai_shape() {
     let (status, _) = error_of(gw.get("/v1/chat/completions").await).await;
     assert_eq!(status, 405);
 }
+
+/// axum's own path, query and body rejections are plain text; sluice's are OpenAI-shaped
+/// (found by schemathesis: `?limit=null`, a `%FF` path segment, an oversized run body).
+#[tokio::test]
+async fn bad_paths_queries_and_run_bodies_have_the_openai_shape() {
+    let (gw, _up) = setup("[server]\nmax_body_bytes = 2048\n").await;
+    let (status, err) = error_of(gw.get("/v1/workflows/w/runs?limit=ten").await).await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("invalid_query")));
+    assert!(err["message"].as_str().unwrap().contains("limit"), "{err}");
+    let (status, err) = error_of(gw.get("/v1/models/%FF").await).await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("invalid_path")));
+    let (status, err) = error_of(gw.get("/v1/workflows/runs/%FF/artifacts/chart").await).await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("invalid_path")));
+    let big = json!({ "inputs": { "x": "y".repeat(4096) } });
+    let (status, err) = error_of(gw.post("/v1/workflows/w/runs", &big).await).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (413, Some("request_too_large"))
+    );
+}

@@ -27,6 +27,15 @@ fn invalid(message: String, param: &str) -> ApiError {
     ApiError::invalid_request(message, Some(param))
 }
 
+/// A JSON Schema field (tool parameters, a response format's schema) that is not an object.
+fn not_an_object(param: &str) -> ApiError {
+    invalid(
+        format!("Invalid type for '{param}': expected a JSON Schema object."),
+        param,
+    )
+    .with_code("invalid_type")
+}
+
 fn in_range(value: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<Option<f32>, ApiError> {
     match value {
         Some(v) if !(lo..=hi).contains(&v) || v.is_nan() => Err(invalid(
@@ -76,6 +85,13 @@ pub fn chat_request(
                         "A function tool needs a name.".into(),
                         &format!("tools[{i}].function.name"),
                     ));
+                }
+                if f.function
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|p| !p.is_object())
+                {
+                    return Err(not_an_object(&format!("tools[{i}].function.parameters")));
                 }
                 tools.push(Tool {
                     name: f.function.name,
@@ -127,15 +143,21 @@ pub fn chat_request(
         ));
     }
 
-    let response_format = wire.response_format.map(|f| match f {
-        WireFormat::Text => ResponseFormat::Text,
-        WireFormat::JsonObject => ResponseFormat::JsonObject,
-        WireFormat::JsonSchema { json_schema } => ResponseFormat::JsonSchema {
-            name: json_schema.name,
-            schema: json_schema.schema,
-            strict: json_schema.strict,
-        },
-    });
+    let response_format = match wire.response_format {
+        None => None,
+        Some(WireFormat::Text) => Some(ResponseFormat::Text),
+        Some(WireFormat::JsonObject) => Some(ResponseFormat::JsonObject),
+        Some(WireFormat::JsonSchema { json_schema }) => {
+            if !(json_schema.schema.is_object() || json_schema.schema.is_null()) {
+                return Err(not_an_object("response_format.json_schema.schema"));
+            }
+            Some(ResponseFormat::JsonSchema {
+                name: json_schema.name,
+                schema: json_schema.schema,
+                strict: json_schema.strict,
+            })
+        }
+    };
 
     let max_tokens = match (wire.max_completion_tokens, wire.max_tokens) {
         (Some(n), _) if n < 1 => {
@@ -372,6 +394,27 @@ mod tests {
             assert_eq!(e.status, 400);
             assert_eq!(e.param.as_deref(), Some(param), "{extra}");
         }
+    }
+
+    #[test]
+    fn json_schemas_must_be_objects() {
+        let e = req(
+            r#","tools":[{"type":"function","function":{"name":"f","parameters":[null,null]}}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (400, Some("tools[0].function.parameters"))
+        );
+        let e = req(
+            r#","response_format":{"type":"json_schema","json_schema":{"name":"n","schema":7}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (400, Some("response_format.json_schema.schema"))
+        );
+        assert!(req(r#","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#).is_ok());
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The JSON body extractor: reads the body under the configured size limit (413 past
-//! it) and parses it so that malformed JSON and wrong field types are 400s in the
-//! OpenAI error shape, with `param` naming the offending field.
+//! The extractors: the JSON body, read under the configured size limit (413 past it)
+//! and parsed so that malformed JSON and wrong field types are 400s in the OpenAI error
+//! shape, with `param` naming the offending field; and the URL path and query string,
+//! whose rejections are OpenAI-shaped 400s too (axum's own are plain text).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -19,6 +21,62 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         parse(&body(req, state).await?).map(OpenAiJson)
+    }
+}
+
+/// The raw body under the size limit, with OpenAI-shaped rejections (413 past it).
+pub struct OpenAiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for OpenAiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        body(req, state).await.map(OpenAiBytes)
+    }
+}
+
+/// `Path<T>` with an OpenAI-shaped rejection (a segment that is not UTF-8 once decoded).
+pub struct OpenAiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for OpenAiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(OpenAiPath(value)),
+            Err(rejection) => Err(url_error(
+                rejection.status(),
+                format!("Invalid URL path: {}", rejection.body_text()),
+                "invalid_path",
+            )),
+        }
+    }
+}
+
+/// `Query<T>` with an OpenAI-shaped rejection (`?limit=ten`).
+pub struct OpenAiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for OpenAiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(OpenAiQuery(value)),
+            Err(rejection) => Err(url_error(
+                rejection.status(),
+                format!("Invalid query string: {}", rejection.body_text()),
+                "invalid_query",
+            )),
+        }
+    }
+}
+
+/// A rejected URL part: a 400 the client fixes, unless axum says the fault is ours.
+fn url_error(status: StatusCode, message: String, code: &'static str) -> ApiError {
+    if status.is_server_error() {
+        ApiError::new(status.as_u16(), "server_error", message)
+    } else {
+        ApiError::invalid_request(message, None).with_code(code)
     }
 }
 

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use async_openai::types::models::{ListModelResponse, Model};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 
+use super::extract::OpenAiPath;
 use super::AppState;
 use crate::config::ModelConfig;
 use crate::error::{ApiError, RouteError};
@@ -35,7 +36,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<ListModelResponse>
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    OpenAiPath(id): OpenAiPath<String>,
 ) -> Result<Json<Model>, ApiError> {
     state
         .pipeline

@@ -11,14 +11,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::extract::{OpenAiBytes, OpenAiPath, OpenAiQuery};
 use super::AppState;
 use crate::error::ApiError;
 use crate::pipeline::Tenant;
@@ -84,8 +84,8 @@ pub async fn list_workflows(State(state): State<Arc<AppState>>) -> Json<Value> {
 pub async fn create_run(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
-    Path(name): Path<String>,
-    body: Bytes,
+    OpenAiPath(name): OpenAiPath<String>,
+    OpenAiBytes(body): OpenAiBytes,
 ) -> Result<Response, ApiError> {
     let body: RunBody = if body.iter().all(u8::is_ascii_whitespace) {
         RunBody::default()
@@ -119,8 +119,8 @@ pub async fn create_run(
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
-    Path(name): Path<String>,
-    Query(query): Query<ListQuery>,
+    OpenAiPath(name): OpenAiPath<String>,
+    OpenAiQuery(query): OpenAiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if state.workflows.job(&name).is_none() {
         return Err(unknown_workflow(&name));
@@ -155,7 +155,7 @@ pub async fn list_runs(
 pub async fn get_run(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    OpenAiPath(id): OpenAiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(view(&find(&state, &tenant, &id).await?)))
 }
@@ -163,7 +163,7 @@ pub async fn get_run(
 pub async fn get_artifact(
     State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
-    Path((id, step)): Path<(String, String)>,
+    OpenAiPath((id, step)): OpenAiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     find(&state, &tenant, &id).await?;
     let artifact = state

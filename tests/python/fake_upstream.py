@@ -260,7 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             {"object": "embedding", "index": i, "embedding": embedding_for(text, i)}
             for i, text in enumerate(inputs)
         ]
-        tokens = sum(len(t.split()) for t in inputs)
+        # Token-id inputs count one token per id.
+        tokens = sum(len(t) if isinstance(t, list) else len(t.split()) for t in inputs)
         self._send_json(
             200,
             {
