@@ -154,6 +154,9 @@ pub async fn run_with_reloads(
     result
 }
 
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+type ReloadTask = tokio_util::task::AbortOnDropHandle<()>;
+
 /// Serve `app` on `listener` until `shutdown`, over TLS when `certificates` is set;
 /// then `reloads` are served too, as long as the returned handle lives.
 fn spawn_server(
@@ -162,10 +165,7 @@ fn spawn_server(
     certificates: Option<Arc<tls::Certificates>>,
     reloads: tls::Reloads,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(
-    tokio::task::JoinHandle<std::io::Result<()>>,
-    Option<tokio_util::task::AbortOnDropHandle<()>>,
-)> {
+) -> std::io::Result<(ServerTask, Option<ReloadTask>)> {
     let Some(certificates) = certificates else {
         let listener = listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
