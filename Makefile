@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean ops-tools ops-check k6
+.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean ops-tools ops-check k6 soak fuzz test-openapi
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -41,7 +41,8 @@ check-config:
 test: test-rust test-python ops-check
 
 # cargo-nextest runs tests in parallel processes; plain cargo test is the fallback.
-test-rust: ort redis-server models mcp-servers ops-tools
+# venv: tests/tls.rs runs the official Python SDK over https (tests/python/tls_client.py).
+test-rust: ort redis-server models mcp-servers ops-tools venv
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast && $(CARGO) test --locked --doc; \
 	else \
@@ -89,9 +90,22 @@ k6: build ort ops-tools
 	tools/ops/k6.sh
 
 # The Python SDK tests start the debug binary against a fake upstream.
-test-python: venv models
+test-python: venv models ort
 	$(CARGO) build --locked --bin sluice
 	SLUICE_BIN=$(CURDIR)/target/debug/sluice $(PY) -m pytest -q tests/python
+
+# openapi.yaml against a real sluice with schemathesis (also part of test-python).
+test-openapi: venv ort
+	$(CARGO) build --locked --bin sluice
+	SLUICE_BIN=$(CURDIR)/target/debug/sluice $(PY) -m pytest -q tests/python/test_openapi.py
+
+# Soak: 30 minutes of mixed load at 70% of the measured capacity on loopback (streams,
+# cache hits, cancellations mid-stream, bursts over a tenant's rate limit, an upstream that
+# fails and recovers); fails on an unexpected status or on growth of RSS, open fds or tokio
+# tasks over 10% after warm-up (see loadtest/README.md). Not part of `make test`;
+# SOAK_MINUTES=N for another length, SOAK_LIMITS=0 for a sluice without [limits].
+soak: ort
+	loadtest/soak.sh
 
 venv: $(VENV)/.installed
 

@@ -21,7 +21,8 @@
 //!
 //! Every backend produces a stream of domain events (`Delta`, `ToolCall`, `Finish`); a
 //! non-streaming response is that stream collected. [`run`] serves the whole thing on a
-//! listener until `shutdown` resolves, then drains in-flight requests.
+//! listener until `shutdown` resolves, then drains in-flight requests; with
+//! `[server.tls]` it serves HTTPS (tls/) and re-reads the certificates on SIGHUP.
 
 pub mod backend;
 pub mod calibrate;
@@ -33,6 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod request_id;
+pub mod tls;
 pub mod tools;
 pub mod workflows;
 
@@ -58,17 +60,36 @@ pub enum RunError {
     Setup(#[from] pipeline::SetupError),
     #[error("cannot set up workflows: {0}")]
     Workflows(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Serve on `listener` until `shutdown` resolves; then stop accepting, let in-flight
-/// requests finish for up to `server.shutdown_timeout`, and return.
+/// requests finish for up to `server.shutdown_timeout`, and return. With
+/// `[server.tls]`, SIGHUP re-reads the certificate files.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with_reloads(listener, config, shutdown, tls::Reloads::sighup()).await
+}
+
+/// [`run`], with the TLS certificates re-read when `reloads` says so (a
+/// [`tls::ReloadHandle`], see [`tls::reload_channel`]); ignored without `[server.tls]`.
+pub async fn run_with_reloads(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: tls::Reloads,
+) -> Result<(), RunError> {
+    // Before anything starts: a certificate that cannot be read stops the start.
+    let certificates = match &config.server.tls {
+        Some(tls_config) => Some(Arc::new(tls::Certificates::load(tls_config)?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new()?);
     let hard_stop = tokio_util::sync::CancellationToken::new();
     let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), hard_stop.clone())?);
@@ -105,21 +126,20 @@ pub async fn run(
     });
     let app = http::router(state, config.server.max_body_bytes);
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, models = config.models.len(), "sluice listening on http://{addr}");
+    let scheme = if certificates.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, models = config.models.len(), "sluice listening on {scheme}://{addr}");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        })
-        .into_future();
-    let server = tokio::spawn(server);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    // Reloads are served while the server runs, and end with it.
+    let (server, _reloader) = spawn_server(listener, app, certificates, reloads, shutdown)?;
     let result = serve_until_drained(
         server,
         stopping_rx,
@@ -133,6 +153,33 @@ pub async fn run(
         .wait_stopped(std::time::Duration::from_secs(5))
         .await;
     result
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+type ReloadTask = tokio_util::task::AbortOnDropHandle<()>;
+
+/// Serve `app` on `listener` until `shutdown`, over TLS when `certificates` is set;
+/// then `reloads` are served too, as long as the returned handle lives.
+fn spawn_server(
+    listener: TcpListener,
+    app: axum::Router,
+    certificates: Option<Arc<tls::Certificates>>,
+    reloads: tls::Reloads,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(ServerTask, Option<ReloadTask>)> {
+    let Some(certificates) = certificates else {
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+        return Ok((tokio::spawn(server.into_future()), None));
+    };
+    let reloader = reloads.spawn(certificates.clone());
+    let listener = tls::TlsListener::new(listener, certificates)?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    Ok((tokio::spawn(server.into_future()), Some(reloader)))
 }
 
 /// Wait for the server; once shutdown starts, give in-flight requests `drain_timeout`.

@@ -5,6 +5,7 @@
 mod limits;
 mod load;
 mod route;
+mod tls;
 mod tools;
 mod validate;
 mod workflows;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use limits::{LimitsConfig, Rates};
 pub use load::{load, load_str, ConfigError, ConfigIssue};
 pub use route::{LoadPolicy, ModelRoute, RouteConfig, Weights, DEFAULT_BIAS};
+pub use tls::{ClientAuth, TlsConfig, TlsVersion};
 pub use tools::{AgentConfig, Approval, ModelAgentConfig, ToolConfig, ToolKind};
 pub use workflows::{
     check_input, ChartType, InputConfig, InputType, StepConfig, StepKind, TextFormat,
@@ -75,6 +77,8 @@ pub struct ServerConfig {
     /// otherwise): metrics name models, tenants' tools and traffic. Put it in an
     /// environment variable: `metrics_key = "${SLUICE_METRICS_KEY}"`.
     pub metrics_key: Option<SecretString>,
+    /// `[server.tls]`: serve HTTPS instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +89,7 @@ impl Default for ServerConfig {
             metrics_key: None,
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: None,
+            tls: None,
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct CacheConfig {
     /// Longest wait for one Redis round trip before answering without it.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// With a `rediss://` URL: PEM certificates of the CA that signed the Redis server's
+    /// certificate, trusted instead of the system's store (for a private CA).
+    pub redis_ca: Option<PathBuf>,
 }
 
 impl Default for CacheConfig {
@@ -131,6 +139,7 @@ impl Default for CacheConfig {
             redis_url: None,
             encryption_key: None,
             redis_timeout: Duration::from_millis(50),
+            redis_ca: None,
         }
     }
 }

@@ -23,6 +23,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
         );
     }
 
+    if let Some(tls) = &config.server.tls {
+        super::tls::validate(tls, &mut issue);
+    }
+
     let mut hashes = HashSet::new();
     for (i, key) in config.auth.keys.iter().enumerate() {
         let path = format!("auth.keys[{i}]");
@@ -202,16 +206,27 @@ fn validate_cache(config: &Config, issue: &mut impl FnMut(String, String)) {
     if let Some(url) = &cache.redis_url {
         // The parse error names what is wrong, never the URL (it may hold a password).
         match reqwest::Url::parse(url.expose_secret()) {
-            Ok(u) if matches!(u.scheme(), "redis" | "redis+unix" | "unix") => {}
-            Ok(u) if u.scheme() == "rediss" => issue(
-                "cache.redis_url".into(),
-                "rediss:// (TLS) is not built into sluice; use redis:// on a private network or through a local TLS tunnel".into(),
-            ),
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
             Ok(u) => issue(
                 "cache.redis_url".into(),
                 format!("scheme `{}` is not redis://", u.scheme()),
             ),
             Err(e) => issue("cache.redis_url".into(), format!("not a URL: {e}")),
+        }
+    }
+    if let Some(ca) = &cache.redis_ca {
+        let tls_url = cache
+            .redis_url
+            .as_ref()
+            .is_some_and(|u| u.expose_secret().starts_with("rediss://"));
+        if !tls_url {
+            issue(
+                "cache.redis_ca".into(),
+                "only used with a rediss:// (TLS) cache.redis_url".into(),
+            );
+        }
+        if let Err(e) = crate::tls::read_certificates(ca) {
+            issue("cache.redis_ca".into(), e);
         }
     }
     if let Some(key) = &cache.encryption_key {

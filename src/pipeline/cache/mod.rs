@@ -122,6 +122,7 @@ impl Cache {
                     c.redis_timeout,
                     "sluice:cache:v1:".into(),
                     counters,
+                    c.redis_ca.as_deref(),
                 )
                 .map_err(BackendError::Protocol)?;
                 Some(Arc::new(l2))

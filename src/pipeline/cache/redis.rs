@@ -56,9 +56,10 @@ struct Shared {
 
 impl RedisCache {
     /// Never fails because Redis is down: connects in the background (redis::aio::ConnectionManager,
-    /// retried with backoff) and answers misses until it is up. Fails only on a malformed URL
-    /// (or an unsupported one: `rediss://` needs a TLS feature of `redis`) or when called
-    /// outside the tokio runtime.
+    /// retried with backoff) and answers misses until it is up. Fails only on a malformed URL,
+    /// an unreadable `root_ca`, or when called outside the tokio runtime.
+    /// `rediss://` URLs speak TLS (rustls); `root_ca` (PEM) replaces the system's trust
+    /// store for them.
     /// `encryption_key`: 32 bytes → values are sealed with AES-256-GCM (random 96-bit nonce per
     /// value, stored as nonce || ciphertext, the cache key as associated data so a value cannot be
     /// replayed under another key — the whole Redis key, prefix included); None → stored as is.
@@ -70,9 +71,9 @@ impl RedisCache {
         timeout: Duration,
         prefix: String,
         metrics: RedisMetrics,
+        root_ca: Option<&std::path::Path>,
     ) -> Result<Self, String> {
-        // The error texts of `open` never echo the URL, which may hold a password.
-        let client = ::redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
+        let client = client(url, root_ca)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the redis cache must be created inside the tokio runtime".to_string())?;
         let shared = Arc::new(Shared {
@@ -272,6 +273,29 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// Make the first connection, retrying with back-off while the cache exists.
+/// The Redis client for `url`; with `root_ca`, a TLS client trusting only that CA.
+pub(crate) fn client(url: &str, root_ca: Option<&std::path::Path>) -> Result<::redis::Client, String> {
+    if url.starts_with("rediss://") {
+        // rustls needs one process-wide crypto provider; sluice builds only ring (an
+        // error here means one is installed already, which is as good).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    // The error texts of the redis crate never echo the URL, which may hold a password.
+    match root_ca {
+        None => ::redis::Client::open(url).map_err(|e| format!("redis url: {e}")),
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .map_err(|e| format!("cache.redis_ca: cannot read {}: {e}", path.display()))?;
+            let certificates = ::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            ::redis::Client::build_with_tls(url, certificates)
+                .map_err(|e| format!("redis url with cache.redis_ca: {e}"))
+        }
+    }
+}
+
 async fn connect(shared: Weak<Shared>, client: ::redis::Client, config: ConnectionManagerConfig) {
     let (mut backoff, max_backoff) = CONNECT_BACKOFF;
     loop {
@@ -379,7 +403,7 @@ mod tests {
 
     fn cache(url: &str, key: Option<[u8; 32]>) -> (RedisCache, RedisMetrics) {
         let m = metrics();
-        let cache = RedisCache::new(url, key, TIMEOUT, "sluice:test:".into(), m.clone())
+        let cache = RedisCache::new(url, key, TIMEOUT, "sluice:test:".into(), m.clone(), None)
             .expect("valid url");
         (cache, m)
     }
@@ -483,15 +507,11 @@ mod tests {
 
     #[test]
     fn bad_urls_and_a_missing_runtime_are_errors_not_panics() {
-        assert!(RedisCache::new("http://x", None, TIMEOUT, String::new(), metrics()).is_err());
-        assert!(RedisCache::new("rediss://x", None, TIMEOUT, String::new(), metrics()).is_err());
-        let outside = RedisCache::new(
-            "redis://127.0.0.1:1/",
-            None,
-            TIMEOUT,
-            String::new(),
-            metrics(),
-        );
+        let new = |url| RedisCache::new(url, None, TIMEOUT, String::new(), metrics(), None);
+        assert!(new("http://x").is_err());
+        // rediss:// is a supported URL: only the missing runtime stops it here.
+        assert!(new("rediss://x").is_err_and(|e| e.contains("tokio runtime")));
+        let outside = new("redis://127.0.0.1:1/");
         assert!(outside.is_err_and(|e| e.contains("tokio runtime")));
     }
 

@@ -99,6 +99,7 @@ impl Limits {
         let shared = match (&config.cache.redis_url, limits.shared) {
             (Some(url), true) => Some(Arc::new(shared::Shared::new(
                 url.expose_secret(),
+                config.cache.redis_ca.as_deref(),
                 limits.redis_timeout,
             )?)),
             _ => None,

@@ -83,8 +83,13 @@ pub struct Shared {
 impl Shared {
     /// Fails only on a malformed URL or outside the tokio runtime; Redis being down is
     /// not an error (decisions fall back to local limits until it answers).
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = ::redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
+    pub fn new(
+        url: &str,
+        root_ca: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        // The cache's client: `rediss://` and `cache.redis_ca` work here too.
+        let client = crate::pipeline::cache::redis::client(url, root_ca)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "shared limits must be set up inside the tokio runtime".to_string())?;
         let conn = Arc::new(OnceLock::new());
