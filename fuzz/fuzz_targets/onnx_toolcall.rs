@@ -13,10 +13,8 @@ use sluice_fuzz::{input, str_pieces};
 fn run(start: &str, end: &str, streaming: bool, chunks: &[&str]) -> Vec<Piece> {
     let mut parser = ToolCallParser::new(start, end, streaming);
     let mut out: Vec<Piece> = Vec::new();
-    let pieces = chunks
-        .iter()
-        .flat_map(|c| parser.push(c))
-        .chain(parser.finish());
+    let mut pieces: Vec<Piece> = chunks.iter().flat_map(|c| parser.push(c)).collect();
+    pieces.extend(parser.finish());
     for piece in pieces {
         match (&piece, out.last_mut()) {
             (Piece::Text(t), _) if t.is_empty() => panic!("empty text piece"),
