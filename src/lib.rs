@@ -29,6 +29,8 @@ pub mod calibrate;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;

@@ -3,9 +3,9 @@
 //! of engine. Adding an engine touches no other stage: implement the trait and add a
 //! `BackendKind` arm in [`build`].
 
-mod ollama;
-mod onnx;
-mod openai;
+pub(crate) mod ollama;
+pub(crate) mod onnx;
+pub(crate) mod openai;
 #[doc(hidden)]
 pub mod test_hooks;
 mod upstream;

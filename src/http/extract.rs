@@ -95,16 +95,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ChatJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = body(req, state).await?;
-        let wire = parse(&bytes)?;
-        // A second parse only for the rare body that names an extra field.
-        let extras = if memchr::memmem::find(&bytes, b"\"top_k\"").is_some() {
-            parse(&bytes)?
-        } else {
-            SamplingExtras::default()
-        };
-        Ok(ChatJson(wire, extras))
+        parse_chat(&body(req, state).await?)
     }
+}
+
+/// Parse a chat request body: the request, and its [`SamplingExtras`].
+pub fn parse_chat<T: DeserializeOwned>(bytes: &[u8]) -> Result<ChatJson<T>, ApiError> {
+    let wire = parse(bytes)?;
+    // A second parse only for the rare body that names an extra field.
+    let extras = if memchr::memmem::find(bytes, b"\"top_k\"").is_some() {
+        parse(bytes)?
+    } else {
+        SamplingExtras::default()
+    };
+    Ok(ChatJson(wire, extras))
 }
 
 /// The body under the size limit.

@@ -2,7 +2,7 @@
 //! `GET /api/tags` for readiness. The native API, not Ollama's `/v1`, so `num_ctx`,
 //! `keep_alive` and the other options reach the model.
 
-mod wire;
+pub(crate) mod wire;
 
 use async_trait::async_trait;
 use futures::StreamExt;

@@ -23,8 +23,8 @@ mod runtime;
 mod sampler;
 mod sequence;
 mod stats;
-mod stop;
-mod toolcall;
+pub(crate) mod stop;
+pub(crate) mod toolcall;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

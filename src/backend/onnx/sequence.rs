@@ -16,7 +16,7 @@ use super::detok::Detokenizer;
 use super::sampler::{Sampler, SamplingParams};
 use super::stop::{StopMatcher, StopStep};
 use super::toolcall::{Piece, ToolCallParser};
-use crate::domain::{Event, FinishReason, Usage};
+use crate::domain::{Event, FinishReason, Usage, MAX_TOOL_CALLS};
 use crate::error::BackendError;
 
 /// Where a sequence's events go.
@@ -229,9 +229,18 @@ impl Sequence {
 
     fn emit(&mut self, pieces: Vec<Piece>) {
         for piece in pieces {
+            if self.finished {
+                return;
+            }
             let event = match piece {
                 Piece::Text(text) if text.is_empty() => continue,
                 Piece::Text(text) => Event::Delta(text),
+                // As the HTTP backends do: an answer holds at most MAX_TOOL_CALLS calls.
+                Piece::Call { .. } | Piece::CallStart { .. } if self.calls >= MAX_TOOL_CALLS => {
+                    return self.fail(BackendError::Protocol(format!(
+                        "the model wrote more than {MAX_TOOL_CALLS} tool calls in one answer"
+                    )));
+                }
                 Piece::Call { name, arguments } => {
                     self.calls += 1;
                     Event::ToolCall {
@@ -266,6 +275,9 @@ impl Sequence {
 
     /// Release held-back text (unless a stop string cut it), then send `Finish`.
     fn finish(&mut self, reason: FinishReason, flush: bool, tokenizer: &Tokenizer) {
+        if self.finished {
+            return;
+        }
         if flush {
             if let Ok(rest) = self.detok.flush(tokenizer) {
                 match self.stop.push(&rest) {
@@ -280,6 +292,9 @@ impl Sequence {
         }
         let pieces = self.tools.finish();
         self.emit(pieces);
+        if self.finished {
+            return;
+        }
         let reason = if reason == FinishReason::Stop && self.calls > 0 {
             FinishReason::ToolCalls
         } else {
@@ -327,6 +342,19 @@ mod tests {
 
     /// Drive a sequence with one-hot logits that force `ids`, collecting its events.
     fn run(ids: &[u32], stop: Vec<String>, max_tokens: usize) -> Vec<Event> {
+        run_in(ids, stop, max_tokens, 512)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// [`run`] with a context of `max_context` tokens; errors kept.
+    fn run_in(
+        ids: &[u32],
+        stop: Vec<String>,
+        max_tokens: usize,
+        max_context: usize,
+    ) -> Vec<Result<Event, BackendError>> {
         let tok = tokenizer();
         let vocab_size = tok.get_vocab_size(true);
         let (tx, mut rx) = unbounded_channel();
@@ -351,7 +379,7 @@ mod tests {
         let vocab = Vocab {
             tokenizer: &tok,
             stop_ids: &[2, 0],
-            max_context: 512,
+            max_context,
             backend: "local",
             mask_seconds: &mask_seconds,
             constraint_ended: &constraint_ended,
@@ -367,7 +395,7 @@ mod tests {
         drop(seq);
         let mut events = Vec::new();
         while let Ok(event) = rx.try_recv() {
-            events.push(event.unwrap());
+            events.push(event);
         }
         events
     }
@@ -445,6 +473,29 @@ mod tests {
             })
             .collect();
         assert_eq!(indexes, [0, 1]);
+    }
+
+    #[test]
+    fn a_call_past_the_tool_call_bound_ends_the_answer_with_an_error() {
+        let call = "<tool_call>{\"name\": \"f\"}</tool_call>";
+        let mut forced = ids(&call.repeat(MAX_TOOL_CALLS as usize + 1));
+        forced.push(2);
+        let events = run_in(&forced, Vec::new(), forced.len(), forced.len() + 8);
+        let calls = events
+            .iter()
+            .filter(|e| matches!(e, Ok(Event::ToolCall { .. })))
+            .count();
+        assert_eq!(calls, MAX_TOOL_CALLS as usize);
+        assert!(
+            matches!(events.last(), Some(Err(BackendError::Protocol(m))) if m.contains("more than 128")),
+            "{:?}",
+            events.last()
+        );
+        assert!(events.iter().all(|e| match e {
+            Ok(Event::ToolCall { index, .. }) => *index < MAX_TOOL_CALLS,
+            Ok(Event::Finish { .. }) => false,
+            _ => true,
+        }));
     }
 
     #[test]

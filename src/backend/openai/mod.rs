@@ -2,7 +2,7 @@
 //! `POST {url}/chat/completions` always streamed upstream (one path), parsed from SSE
 //! into domain events; `POST {url}/embeddings`; readiness from `GET {url}/models`.
 
-mod wire;
+pub(crate) mod wire;
 
 use async_trait::async_trait;
 use futures::StreamExt;
