@@ -107,6 +107,13 @@ test-openapi: venv ort
 soak: ort
 	loadtest/soak.sh
 
+# Fuzz every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 600) each, one after
+# another, under AddressSanitizer (stable toolchain through RUSTC_BOOTSTRAP=1); prints
+# execs/s and coverage per target, fails on a crash. Not part of `make test` or CI.
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	tools/fuzz/run.sh
+
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: tests/python/requirements.txt
