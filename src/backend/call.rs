@@ -19,23 +19,38 @@ impl Upstream {
         let mut tried: Vec<usize> = Vec::new();
         // The retry in flight, counted against the budget until its attempt ends.
         let mut _token: Option<retry::Token> = None;
+        // A retry the breaker or the pool refuses ends with the failure it was for.
+        let mut last: Option<BackendError> = None;
+        // Why this attempt is a retry (counted once it is sent).
+        let mut retrying: Option<&'static str> = None;
         let mut attempt: u32 = 1;
         loop {
             let permit = match &self.breaker {
                 None => None,
-                Some(b) => Some(b.admit().map_err(|wait| BackendError::Unavailable {
-                    backend: self.name.clone(),
-                    reason: "its circuit breaker is open after repeated failures".into(),
-                    retry_after: wait,
-                })?),
+                Some(b) => match b.admit() {
+                    Ok(permit) => Some(permit),
+                    Err(wait) => {
+                        return Err(last.unwrap_or_else(|| BackendError::Unavailable {
+                            backend: self.name.clone(),
+                            reason: "its circuit breaker is open after repeated failures".into(),
+                            retry_after: wait,
+                        }))
+                    }
+                },
             };
             let Some(member) = self.pool.pick(&tried) else {
-                return Err(BackendError::Unavailable {
+                return Err(last.unwrap_or_else(|| BackendError::Unavailable {
                     backend: self.name.clone(),
                     reason: "every member of its pool is ejected after repeated failures".into(),
                     retry_after: self.pool.next_return(),
-                });
+                }));
             };
+            if let Some(reason) = retrying.take() {
+                self.metrics
+                    .retries
+                    .with_label_values(&[&self.name, reason])
+                    .inc();
+            }
             let outstanding = self.pool.enter(member);
             let request = build(&endpoint.0[member]);
             let result = send(&self.name, request, self.request_timeout).await;
@@ -64,15 +79,13 @@ impl Upstream {
                 return Err(error);
             };
             _token = Some(token);
-            self.metrics
-                .retries
-                .with_label_values(&[&self.name, reason])
-                .inc();
+            retrying = Some(reason);
             tracing::debug!(backend = %self.name, member = %self.pool.members[member].label, attempt, reason, "retrying upstream call");
             tokio::time::sleep(self.retry.backoff(attempt)).await;
             if !tried.contains(&member) {
                 tried.push(member);
             }
+            last = Some(error);
             attempt += 1;
         }
     }
