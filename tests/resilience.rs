@@ -59,6 +59,16 @@ async fn a_pool_with_one_dead_member_keeps_answering() {
     }
     assert_eq!(alive.calls(), 6);
     let (status, body) = readyz(&gw).await;
+    // `/readyz` answers from the background probe's verdicts: polling it probes nothing.
+    let probes = alive.state.probes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(probes >= 1);
+    for _ in 0..5 {
+        assert_eq!(readyz(&gw).await.0, 200);
+    }
+    assert_eq!(
+        alive.state.probes.load(std::sync::atomic::Ordering::SeqCst),
+        probes
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["status"], "ready",
@@ -324,4 +334,56 @@ async fn the_breaker_opens_half_opens_for_one_probe_and_closes() {
         ),
         2.0
     );
+}
+
+#[tokio::test]
+async fn an_open_breaker_sends_requests_to_the_fallback_without_calling_upstream() {
+    let primary = flaky::start(&[Step::Status(503)]).await;
+    let spare = flaky::start(&[]).await;
+    let toml = format!(
+        "{}\n[backends.spare]\nkind = \"openai\"\nurl = \"{}\"\n",
+        one_backend(
+            "openai",
+            &format!(
+                "url = \"{}\"\nretry = {{ attempts = 1 }}\nbreaker = {{ failures = 1, cool_down = \"60s\" }}",
+                primary.url
+            ),
+            "fallbacks = [{ backend = \"spare\", upstream_model = \"spare-model\" }]",
+        ),
+        spare.url
+    );
+    let gw = Gateway::start(&toml).await;
+    for _ in 0..3 {
+        let resp = gw.post("/v1/chat/completions", &chat_body("m", "hi")).await;
+        assert_eq!(resp.status(), 200);
+        let resp = gw
+            .post("/v1/embeddings", &json!({"model": "m", "input": "hello"}))
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(primary.calls(), 1, "the breaker opened after the first 503");
+    assert_eq!(spare.calls(), 6);
+    assert!(spare
+        .state
+        .models
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|m| m == "spare-model"));
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &text,
+            "sluice_model_fallbacks_total{from=\"up\",model=\"m\",to=\"spare\"}"
+        ),
+        6.0
+    );
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("degraded")),
+        "{body}"
+    );
+    assert_eq!(body["backends"]["up"]["breaker"], "open");
+    assert_eq!(body["backends"]["up"]["error"], "circuit breaker open");
 }

@@ -33,6 +33,8 @@ pub struct Upstream {
     /// Chat and embeddings calls received.
     pub calls: AtomicUsize,
     pub probe_fails: AtomicBool,
+    /// Readiness probes received (`/v1/models`, `/api/tags`).
+    pub probes: AtomicUsize,
     /// The `model` of every call, in order.
     pub models: Mutex<Vec<String>>,
 }
@@ -101,6 +103,7 @@ fn status(code: u16) -> Response {
 }
 
 async fn probe(State(state): State<Arc<Upstream>>) -> Response {
+    state.probes.fetch_add(1, Ordering::SeqCst);
     if state.probe_fails.load(Ordering::SeqCst) {
         return status(503);
     }
