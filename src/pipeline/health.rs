@@ -16,11 +16,14 @@ use crate::backend::{BreakerState, UpstreamState};
 use crate::config::{BackendKind, Config};
 use crate::error::BackendError;
 
+/// Every backend's probe verdict, by name.
+type Verdicts = Vec<(String, Result<(), BackendError>)>;
+
 /// The kept probe verdicts.
 #[derive(Default)]
 pub struct Health {
     /// The latest probe of every backend, `None` before the first.
-    probed: RwLock<Option<Vec<(String, Result<(), BackendError>)>>>,
+    probed: RwLock<Option<Verdicts>>,
     /// One probe round at a time; `/readyz` before the first round waits for it.
     round: tokio::sync::Mutex<()>,
     /// Backends asked live on every `/readyz` (in-process engines).
@@ -64,12 +67,12 @@ pub struct Readiness {
 impl Pipeline {
     /// Probe every backend now, concurrently; sets `sluice_backend_ready` and keeps the
     /// verdicts for [`Pipeline::readiness_report`].
-    pub async fn readiness(&self) -> Vec<(String, Result<(), BackendError>)> {
+    pub async fn readiness(&self) -> Verdicts {
         let _round = self.health.round.lock().await;
         self.probe_round().await
     }
 
-    async fn probe_round(&self) -> Vec<(String, Result<(), BackendError>)> {
+    async fn probe_round(&self) -> Verdicts {
         let checks = self
             .backends
             .iter()
@@ -102,7 +105,7 @@ impl Pipeline {
         }
     }
 
-    fn probed(&self) -> Option<Vec<(String, Result<(), BackendError>)>> {
+    fn probed(&self) -> Option<Verdicts> {
         self.health
             .probed
             .read()
