@@ -180,6 +180,30 @@ pub enum BackendError {
         backend: String,
         retry_after: Duration,
     },
+    /// The gateway did not call the upstream: its circuit breaker is open, or every
+    /// member of its pool is ejected.
+    #[error("backend `{backend}` is unavailable: {reason}")]
+    Unavailable {
+        backend: String,
+        reason: String,
+        retry_after: Duration,
+    },
+}
+
+impl BackendError {
+    /// May another deployment serve the request instead? Only failures before the
+    /// upstream sent anything: no connection, a timeout waiting for its answer, a 5xx
+    /// or 429 status, an open breaker, an ejected pool, a full engine queue.
+    pub fn is_fallback_error(&self) -> bool {
+        match self {
+            BackendError::Connect { .. }
+            | BackendError::Timeout { .. }
+            | BackendError::Overloaded { .. }
+            | BackendError::Unavailable { .. } => true,
+            BackendError::Upstream { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
 }
 
 /// OpenAI's wording, so clients that parse it keep working.
@@ -223,6 +247,11 @@ impl From<BackendError> for ApiError {
             BackendError::Overloaded { retry_after, .. } => {
                 ApiError::new(503, "api_error", message)
                     .with_code("overloaded")
+                    .with_retry_after(retry_after)
+            }
+            BackendError::Unavailable { retry_after, .. } => {
+                ApiError::new(503, "api_error", message)
+                    .with_code("upstream_unavailable")
                     .with_retry_after(retry_after)
             }
             BackendError::Upstream { status, .. } => match status {

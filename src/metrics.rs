@@ -9,6 +9,9 @@ use prometheus::{
 
 use crate::error::BackendError;
 
+mod resilience;
+pub use resilience::ResilienceMetrics;
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0,
@@ -129,6 +132,8 @@ pub struct Metrics {
     /// runs not started (sluice was paused or down past the time, the previous run was
     /// still going, or `workflows.max_running` was reached).
     pub workflow_schedule_skips: IntCounterVec,
+    /// Retries, fallbacks, pool ejections, breaker state (see `metrics/resilience.rs`).
+    pub resilience: ResilienceMetrics,
 }
 
 impl Metrics {
@@ -460,6 +465,7 @@ impl Metrics {
             ),
             &["workflow", "reason"],
         )?;
+        let resilience = ResilienceMetrics::register(&registry)?;
         registry.register(Box::new(workflow_runs.clone()))?;
         registry.register(Box::new(workflow_running.clone()))?;
         registry.register(Box::new(workflow_step_seconds.clone()))?;
@@ -558,6 +564,7 @@ impl Metrics {
             workflow_running,
             workflow_step_seconds,
             workflow_schedule_skips,
+            resilience,
         })
     }
 
@@ -574,6 +581,7 @@ impl Metrics {
             | BackendError::InputTooLong { .. }
             | BackendError::ShuttingDown => return,
             BackendError::Overloaded { .. } => "overloaded",
+            BackendError::Unavailable { .. } => "unavailable",
         };
         self.upstream_errors
             .with_label_values(&[backend, kind])

@@ -54,12 +54,27 @@ async fn healthz_and_readyz_report_process_and_backends() {
         200,
         "the process is up even if a backend is not"
     );
+    // No model needs `down`: the gateway stays ready and reports it (degraded).
+    let resp = gw.get("/readyz").await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["backends"]["up"]["ready"], true);
+    assert_eq!(body["backends"]["down"]["ready"], false);
+    assert!(body["backends"]["down"]["error"].is_string());
+    assert_eq!(body["models"]["gpt"]["ready"], true);
+
+    // A model whose only backend is down makes it not ready.
+    let extra = format!(
+        "[backends.down]\nkind = \"openai\"\nurl = \"{dead}\"\n\n[[models]]\nname = \"lost\"\nbackend = \"down\"\n"
+    );
+    let gw = Gateway::start(&config("openai", &up.url, &[("gpt", "gpt")], &extra)).await;
     let resp = gw.get("/readyz").await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "not_ready");
-    assert_eq!(body["backends"]["up"]["ready"], true);
-    assert_eq!(body["backends"]["down"]["ready"], false);
+    assert_eq!(body["models"]["lost"]["ready"], false);
+    assert_eq!(body["models"]["gpt"]["ready"], true);
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {

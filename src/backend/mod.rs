@@ -3,12 +3,20 @@
 //! of engine. Adding an engine touches no other stage: implement the trait and add a
 //! `BackendKind` arm in [`build`].
 
+mod breaker;
+mod call;
 pub(crate) mod ollama;
 pub(crate) mod onnx;
 pub(crate) mod openai;
+mod pool;
+mod retry;
 #[doc(hidden)]
 pub mod test_hooks;
 mod upstream;
+
+pub use breaker::BreakerState;
+pub use pool::MemberState;
+pub use upstream::UpstreamState;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,6 +88,11 @@ pub trait Backend: Send + Sync {
     fn tier_load(&self, _deployment: &Deployment) -> Option<TierLoad> {
         None
     }
+
+    /// An HTTP backend's pool members and breaker (`/readyz`); `None` for others.
+    fn upstream_state(&self) -> Option<UpstreamState> {
+        None
+    }
 }
 
 /// One tier's engine as the router sees it at this moment (measured by the engine).
@@ -146,8 +159,8 @@ fn build(
     metrics: &Metrics,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     Ok(match cfg.kind {
-        BackendKind::Openai => Arc::new(openai::OpenAiBackend::new(name, cfg)?),
-        BackendKind::Ollama => Arc::new(ollama::OllamaBackend::new(name, cfg)?),
+        BackendKind::Openai => Arc::new(openai::OpenAiBackend::new(name, cfg, metrics)?),
+        BackendKind::Ollama => Arc::new(ollama::OllamaBackend::new(name, cfg, metrics)?),
         BackendKind::Onnx => match cfg.task() {
             OnnxTask::Generate => Arc::new(onnx::OnnxBackend::new(name, cfg, metrics)?),
             OnnxTask::Embed => Arc::new(onnx::EmbedBackend::new(name, cfg, metrics)?),

@@ -1,28 +1,52 @@
 //! Plumbing shared by the HTTP backends: [`Upstream`] holds the pooled client
-//! (TCP_NODELAY on) and the timeouts, sends with a time-to-response bound, maps
-//! transport failures to [`BackendError`], and streams bodies under the read timeout
-//! until cancelled.
+//! (TCP_NODELAY on), the timeouts and the resilience of the backend's calls (its
+//! [`Pool`] of members, [`Retry`] policy and optional [`Breaker`], applied in
+//! `call.rs`); sends with a time-to-response bound, maps transport failures to
+//! [`BackendError`], and streams bodies under the read timeout until cancelled.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Breaker, BreakerState};
+use super::pool::{MemberState, Outstanding, Pool};
+use super::retry::Retry;
 use crate::config::BackendConfig;
 use crate::error::BackendError;
+use crate::metrics::{Metrics, ResilienceMetrics};
 
-/// One backend's HTTP side: its name (for errors), base URL, client and timeouts.
+/// One backend's HTTP side: its name (for errors), members, client, timeouts and
+/// resilience policies.
 pub struct Upstream {
     pub name: String,
-    pub base: String,
     pub client: reqwest::Client,
-    request_timeout: Duration,
+    pub(super) pool: Arc<Pool>,
+    pub(super) retry: Retry,
+    pub(super) breaker: Option<Breaker>,
+    pub(super) metrics: ResilienceMetrics,
+    pub(super) request_timeout: Duration,
     read_timeout: Duration,
 }
 
+/// One path under every member's base URL, parsed once at start-up.
+pub struct Endpoint(pub(super) Vec<reqwest::Url>);
+
+/// Builds the request for one attempt against one member's URL (called per attempt:
+/// a retry sends a fresh copy).
+pub type Build<'a> = &'a (dyn Fn(&reqwest::Url) -> reqwest::RequestBuilder + Send + Sync);
+
+/// The backend's pool and breaker as `/readyz` shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamState {
+    pub breaker: Option<BreakerState>,
+    pub members: Vec<MemberState>,
+}
+
 impl Upstream {
-    pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
+    pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
@@ -32,47 +56,77 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| BackendError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        let m = &metrics.resilience;
+        let breaker = cfg.breaker.clone().map(|b| {
+            Breaker::new(
+                name,
+                b,
+                m.breaker_state.with_label_values(&[name]),
+                m.breaker_opened.with_label_values(&[name]),
+            )
+        });
         Ok(Upstream {
             name: name.to_owned(),
-            base: cfg
-                .url
-                .as_deref()
-                .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_owned(),
+            pool: Arc::new(Pool::new(
+                name,
+                &cfg.base_urls(),
+                cfg.outlier.clone().unwrap_or_default(),
+                m,
+            )),
+            retry: Retry::new(cfg.retry.clone().unwrap_or_default()),
+            breaker,
+            metrics: m.clone(),
             client,
             request_timeout: cfg.request_timeout,
             read_timeout: cfg.read_timeout,
         })
     }
 
-    /// An endpoint under the base URL, parsed once at start-up rather than per request.
-    pub fn endpoint(&self, path: &str) -> Result<reqwest::Url, BackendError> {
-        reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|e| {
-            BackendError::Protocol(format!(
-                "backend `{}`: bad URL {}{path}: {e}",
-                self.name, self.base
-            ))
-        })
+    /// An endpoint under every member's base URL.
+    pub fn endpoint(&self, path: &str) -> Result<Endpoint, BackendError> {
+        let urls = self
+            .pool
+            .members
+            .iter()
+            .map(|m| {
+                reqwest::Url::parse(&format!("{}{path}", m.base)).map_err(|e| {
+                    BackendError::Protocol(format!(
+                        "backend `{}`: bad URL {}{path}: {e}",
+                        self.name, m.base
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Endpoint(urls))
     }
 
-    /// Send and stream the response body; gives up when `cancel` fires first.
+    /// Send (with retries, on the pool, through the breaker) and stream the response
+    /// body; gives up when `cancel` fires first. Once the answer is accepted nothing is
+    /// retried: a failure later in the body reaches the caller as a stream error.
     pub async fn stream(
         &self,
-        request: reqwest::RequestBuilder,
+        endpoint: &Endpoint,
+        build: Build<'_>,
         cancel: CancellationToken,
     ) -> Result<impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static, BackendError>
     {
-        let response = tokio::select! {
-            r = send(&self.name, request, self.request_timeout) => r?,
+        let (response, outstanding) = tokio::select! {
+            r = self.call(endpoint, build) => r?,
             _ = cancel.cancelled() => return Err(BackendError::Protocol("cancelled".into())),
         };
-        Ok(body_stream(&self.name, response, self.read_timeout, cancel))
+        Ok(body_stream(
+            &self.name,
+            response,
+            self.read_timeout,
+            cancel,
+            outstanding,
+        ))
     }
 
-    /// Send and read the whole response body (at most [`MAX_BODY_BYTES`]).
-    pub async fn body(&self, request: reqwest::RequestBuilder) -> Result<Bytes, BackendError> {
-        let response = send(&self.name, request, self.request_timeout).await?;
+    /// Send (as [`Self::stream`]) and read the whole response body (at most
+    /// [`MAX_BODY_BYTES`]).
+    pub async fn body(&self, endpoint: &Endpoint, build: Build<'_>) -> Result<Bytes, BackendError> {
+        let (response, _outstanding) = self.call(endpoint, build).await?;
         let read = read_capped(response, MAX_BODY_BYTES);
         match tokio::time::timeout(self.request_timeout, read).await {
             Err(_) => Err(BackendError::Timeout {
@@ -88,10 +142,37 @@ impl Upstream {
         }
     }
 
-    /// A readiness probe: any 2xx within five seconds.
-    pub async fn probe(&self, request: reqwest::RequestBuilder) -> Result<(), BackendError> {
+    /// A readiness probe of every member at once: any 2xx within five seconds. Each
+    /// member's verdict steers the pool; the backend is ready when one member is.
+    pub async fn probe(&self, endpoint: &Endpoint, build: Build<'_>) -> Result<(), BackendError> {
         let timeout = self.request_timeout.min(Duration::from_secs(5));
-        send(&self.name, request, timeout).await.map(|_| ())
+        let probes = endpoint
+            .0
+            .iter()
+            .map(|url| send(&self.name, build(url), timeout));
+        let results = futures::future::join_all(probes).await;
+        let mut first_error = None;
+        for (i, result) in results.into_iter().enumerate() {
+            self.pool.set_probe(i, result.is_ok());
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if self.pool.members.len() > 1 && first_error.is_some() {
+            let ok = self.pool.state().iter().filter(|m| m.probe_ok).count();
+            if ok > 0 {
+                return Ok(());
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The pool and breaker now.
+    pub fn state(&self) -> UpstreamState {
+        UpstreamState {
+            breaker: self.breaker.as_ref().map(Breaker::state),
+            members: self.pool.state(),
+        }
     }
 }
 
@@ -118,7 +199,7 @@ async fn read_capped(
 
 /// Send a request and wait for the response head, bounded by `timeout`. Non-2xx
 /// answers become `BackendError::Upstream` with the upstream's own message.
-async fn send(
+pub(super) async fn send(
     backend: &str,
     request: reqwest::RequestBuilder,
     timeout: Duration,
@@ -200,7 +281,8 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// The response body as a stream of chunks that fails with `Timeout` when the upstream
+/// The response body as a stream of chunks (the request counted on its pool member
+/// until the stream drops) that fails with `Timeout` when the upstream
 /// is silent for longer than `read_timeout`, and ends when `cancel` fires. Dropping it
 /// drops the upstream connection.
 fn body_stream(
@@ -208,12 +290,15 @@ fn body_stream(
     response: reqwest::Response,
     read_timeout: Duration,
     cancel: CancellationToken,
+    outstanding: Outstanding,
 ) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static {
     let backend = backend.to_owned();
     let body = response.bytes_stream();
     futures::stream::unfold(
         (Box::pin(body), backend, false),
         move |(mut body, backend, done)| {
+            // Counted on its member for as long as the body streams.
+            let _outstanding = &outstanding;
             let cancel = cancel.clone();
             async move {
                 if done {

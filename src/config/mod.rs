@@ -4,6 +4,7 @@
 
 mod limits;
 mod load;
+mod resilience;
 mod route;
 mod tls;
 mod tools;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 pub use limits::{LimitsConfig, Rates};
 pub use load::{load, load_str, ConfigError, ConfigIssue};
+pub use resilience::{BreakerConfig, FallbackConfig, OutlierConfig, RetryConfig};
 pub use route::{LoadPolicy, ModelRoute, RouteConfig, Weights, DEFAULT_BIAS};
 pub use tls::{ClientAuth, TlsConfig, TlsVersion};
 pub use tools::{AgentConfig, Approval, ModelAgentConfig, ToolConfig, ToolKind};
@@ -220,6 +222,19 @@ pub struct BackendConfig {
     /// OpenAI-compatible. Required for those kinds; not used by `onnx`.
     #[serde(default)]
     pub url: Option<String>,
+    /// A pool of base URLs serving the same models, instead of `url`: each request goes
+    /// to the member with the fewest requests outstanding (see `config/resilience.rs`).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Retries before the first byte (`[backends.NAME.retry]`; on by default: 2 tries).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Ejection of failing pool members (`[backends.NAME.outlier]`; on by default).
+    #[serde(default)]
+    pub outlier: Option<OutlierConfig>,
+    /// Circuit breaker (`[backends.NAME.breaker]`; off unless present).
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
     /// Bearer key sent upstream (openai kind only).
     #[serde(default)]
     pub api_key: Option<SecretString>,
@@ -359,6 +374,10 @@ pub struct ModelConfig {
     /// `retry-after` (code `concurrency_limit_exceeded`). Unset: no cap.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// Other deployments of this model, tried in order when the one before failed
+    /// before its first byte (connect error, 5xx, 429, breaker open).
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackConfig>,
 }
 
 fn default_owned_by() -> String {

@@ -55,9 +55,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
             continue;
         }
         match backend.url.as_deref().map(reqwest::Url::parse) {
+            None if !backend.urls.is_empty() => {}
             None => issue(
                 format!("{path}.url"),
-                "missing: the backend's base URL".into(),
+                "missing: the backend's base URL (or `urls` for a pool)".into(),
             ),
             Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => {}
             Some(Ok(url)) => issue(
@@ -181,6 +182,7 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
         }
     }
     super::route::validate(config, &mut issue);
+    super::resilience::validate(config, &mut issue);
     issues
 }
 

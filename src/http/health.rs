@@ -1,6 +1,7 @@
-//! Operational endpoints: `/healthz` (the process answers), `/readyz` (every backend
-//! answers its readiness probe) and `/metrics` (Prometheus text; behind
-//! `server.metrics_key` when set; the tokio alive-task gauge is read at each scrape).
+//! Operational endpoints: `/healthz` (the process answers), `/readyz` (every model has
+//! a ready route, from the kept probe verdicts: see `pipeline/health.rs`) and
+//! `/metrics` (Prometheus text; behind `server.metrics_key` when set; the tokio
+//! alive-task gauge is read at each scrape).
 
 use std::sync::Arc;
 
@@ -14,32 +15,60 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::error::ApiError;
+use crate::pipeline::BackendHealth;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 with status `ready` (every backend ready) or `degraded` (some backend is not,
+/// but every model still has a ready route), 503 `not_ready` otherwise. Never probes.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let checks = state.pipeline.readiness().await;
-    let all_ok = checks.iter().all(|(_, r)| r.is_ok());
-    let backends: Map<String, Value> = checks
+    let report = state.pipeline.readiness_report().await;
+    let backends: Map<String, Value> = report
+        .backends
         .into_iter()
-        .map(|(name, r)| {
-            let v = match r {
-                Ok(()) => json!({ "ready": true }),
-                Err(e) => json!({ "ready": false, "error": e.to_string() }),
-            };
-            (name, v)
-        })
+        .map(|(name, b)| (name, backend_json(b)))
         .collect();
-    let status = if all_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let models: Map<String, Value> = report
+        .models
+        .into_iter()
+        .map(|(name, ready)| (name, json!({ "ready": ready })))
+        .collect();
+    let (status, word) = match (report.ready, report.degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
     };
-    let body =
-        json!({ "status": if all_ok { "ready" } else { "not_ready" }, "backends": backends });
+    let body = json!({ "status": word, "backends": backends, "models": models });
     (status, Json(body))
+}
+
+fn backend_json(b: BackendHealth) -> Value {
+    let mut v = json!({ "ready": b.ready });
+    if let Some(error) = b.error {
+        v["error"] = json!(error);
+    }
+    if let Some(up) = b.upstream {
+        if let Some(breaker) = up.breaker {
+            v["breaker"] = json!(breaker.as_str());
+        }
+        if up.members.len() > 1 {
+            v["members"] = up
+                .members
+                .into_iter()
+                .map(|m| {
+                    json!({
+                        "member": m.label,
+                        "probe_ok": m.probe_ok,
+                        "ejected": m.ejected,
+                        "outstanding": m.outstanding,
+                    })
+                })
+                .collect();
+        }
+    }
+    v
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

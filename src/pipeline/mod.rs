@@ -14,6 +14,8 @@
 pub mod agent;
 pub mod auth;
 pub mod cache;
+mod fallback;
+mod health;
 pub mod limits;
 mod observe;
 pub mod route;
@@ -32,6 +34,7 @@ use crate::tools::{Registry, Servers};
 
 pub use agent::{ToolAccess, Toolset};
 pub use auth::{Auth, Tenant};
+pub use health::{BackendHealth, Readiness};
 use route::InFlight;
 pub use route::{Decision, Reason, Routes, Target};
 
@@ -74,15 +77,12 @@ async fn generate(
     hard_stop: CancellationToken,
 ) -> Result<EventStream, BackendError> {
     let cancel = CancellationToken::new();
-    let events = target
-        .backend
-        .chat(request, &target.deployment, cancel.clone())
-        .await
-        .inspect_err(|e| metrics.upstream_error(target.backend.name(), e))?;
+    // The routed deployment, or a fallback when it fails before its first byte.
+    let (events, served) = fallback::chat(&target, request, cancel.clone(), &metrics).await?;
     Ok(Box::pin(observe::Observed::new(
         events,
         metrics,
-        &target,
+        &served,
         started,
         cancel.drop_guard(),
         hard_stop,
@@ -126,6 +126,8 @@ pub struct Pipeline {
     hard_stop: CancellationToken,
     /// MCP connections (their child processes die with the pipeline).
     _servers: Servers,
+    /// The backends' kept readiness verdicts (`/readyz`).
+    health: health::Health,
 }
 
 impl Pipeline {
@@ -160,6 +162,7 @@ impl Pipeline {
             metrics,
             hard_stop,
             _servers: servers,
+            health: health::Health::new(config),
         })
     }
 
@@ -340,11 +343,7 @@ impl Pipeline {
         tracing::debug!(tenant = tenant.as_str(), model = %target.model, "embedding");
         let estimate = limits::estimate_embed_tokens(&request);
         let bill = self.limits.admit_tokens(tenant, estimate).await?;
-        let response = target
-            .backend
-            .embed(request, &target.deployment)
-            .await
-            .inspect_err(|e| self.metrics.upstream_error(target.backend.name(), e))?;
+        let response = fallback::embed(target, request, &self.metrics).await?;
         self.metrics
             .input_tokens
             .with_label_values(&[&target.model])
@@ -377,35 +376,5 @@ impl Pipeline {
     /// Bound a client-supplied model name to a safe metric label.
     pub fn model_label<'a>(&self, model: &'a str) -> &'a str {
         self.routes.logical(model).unwrap_or("unknown")
-    }
-
-    /// Readiness of every backend, checked concurrently; also sets
-    /// `sluice_backend_ready`.
-    pub async fn readiness(&self) -> Vec<(String, Result<(), BackendError>)> {
-        let checks = self
-            .backends
-            .iter()
-            .map(|(name, b)| async move { (name.clone(), b.ready().await) });
-        let mut out = futures::future::join_all(checks).await;
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, result) in &out {
-            self.metrics
-                .backend_ready
-                .with_label_values(&[name])
-                .set(i64::from(result.is_ok()));
-        }
-        out
-    }
-
-    /// Probe every backend every `every` until `stop`, so `sluice_backend_ready` is
-    /// current without anyone calling `/readyz`.
-    pub async fn watch_readiness(&self, every: std::time::Duration, stop: CancellationToken) {
-        loop {
-            self.readiness().await;
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-        }
     }
 }

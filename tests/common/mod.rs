@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod fake_ollama;
 pub mod fake_openai;
+pub mod flaky;
 pub mod redis;
 pub mod scripted;
 

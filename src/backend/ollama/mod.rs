@@ -1,29 +1,32 @@
 //! Backend for Ollama's native API: `POST /api/chat` (NDJSON stream), `POST /api/embed`,
 //! `GET /api/tags` for readiness. The native API, not Ollama's `/v1`, so `num_ctx`,
-//! `keep_alive` and the other options reach the model.
+//! `keep_alive` and the other options reach the model. Every call goes through the
+//! backend's pool, retries and breaker (`upstream.rs`).
 
 pub(crate) mod wire;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::upstream::Upstream;
+use super::upstream::{Endpoint, Upstream, UpstreamState};
 use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::BackendError;
+use crate::metrics::Metrics;
 
 pub struct OllamaBackend {
     http: Upstream,
-    chat_url: reqwest::Url,
-    embed_url: reqwest::Url,
-    tags_url: reqwest::Url,
+    chat_url: Endpoint,
+    embed_url: Endpoint,
+    tags_url: Endpoint,
 }
 
 impl OllamaBackend {
-    pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
-        let http = Upstream::new(name, cfg)?;
+    pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
+        let http = Upstream::new(name, cfg, metrics)?;
         Ok(OllamaBackend {
             chat_url: http.endpoint("/api/chat")?,
             embed_url: http.endpoint("/api/embed")?,
@@ -31,6 +34,21 @@ impl OllamaBackend {
             http,
         })
     }
+
+    /// A JSON POST of `body` (serialized once, sent again as is by a retry).
+    fn post(&self, url: &reqwest::Url, body: &Bytes) -> reqwest::RequestBuilder {
+        self.http
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+    }
+}
+
+fn to_bytes(body: &impl serde::Serialize) -> Result<Bytes, BackendError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))
 }
 
 #[async_trait]
@@ -45,9 +63,9 @@ impl Backend for OllamaBackend {
         deployment: &Deployment,
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
-        let body = wire::chat_body(&request, deployment)?;
-        let rb = self.http.client.post(self.chat_url.clone()).json(&body);
-        let bytes = self.http.stream(rb, cancel).await?;
+        let body = to_bytes(&wire::chat_body(&request, deployment)?)?;
+        let build = |url: &reqwest::Url| self.post(url, &body);
+        let bytes = self.http.stream(&self.chat_url, &build, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
 
@@ -56,14 +74,20 @@ impl Backend for OllamaBackend {
         request: EmbedRequest,
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
-        let body = wire::embed_body(&request, deployment)?;
-        let rb = self.http.client.post(self.embed_url.clone()).json(&body);
-        wire::embed_response(&self.http.name, &self.http.body(rb).await?)
+        let body = to_bytes(&wire::embed_body(&request, deployment)?)?;
+        let build = |url: &reqwest::Url| self.post(url, &body);
+        wire::embed_response(
+            &self.http.name,
+            &self.http.body(&self.embed_url, &build).await?,
+        )
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        self.http
-            .probe(self.http.client.get(self.tags_url.clone()))
-            .await
+        let build = |url: &reqwest::Url| self.http.client.get(url.clone());
+        self.http.probe(&self.tags_url, &build).await
+    }
+
+    fn upstream_state(&self) -> Option<UpstreamState> {
+        Some(self.http.state())
     }
 }

@@ -1,31 +1,34 @@
 //! Backend for any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, OpenAI):
 //! `POST {url}/chat/completions` always streamed upstream (one path), parsed from SSE
 //! into domain events; `POST {url}/embeddings`; readiness from `GET {url}/models`.
+//! Every call goes through the backend's pool, retries and breaker (`upstream.rs`).
 
 pub(crate) mod wire;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use super::upstream::Upstream;
+use super::upstream::{Endpoint, Upstream, UpstreamState};
 use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
 use crate::error::BackendError;
+use crate::metrics::Metrics;
 
 pub struct OpenAiBackend {
     http: Upstream,
     api_key: Option<SecretString>,
-    chat_url: reqwest::Url,
-    embed_url: reqwest::Url,
-    models_url: reqwest::Url,
+    chat_url: Endpoint,
+    embed_url: Endpoint,
+    models_url: Endpoint,
 }
 
 impl OpenAiBackend {
-    pub fn new(name: &str, cfg: &BackendConfig) -> Result<Self, BackendError> {
-        let http = Upstream::new(name, cfg)?;
+    pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
+        let http = Upstream::new(name, cfg, metrics)?;
         Ok(OpenAiBackend {
             chat_url: http.endpoint("/chat/completions")?,
             embed_url: http.endpoint("/embeddings")?,
@@ -43,6 +46,19 @@ impl OpenAiBackend {
             None => rb,
         }
     }
+
+    /// A JSON POST of `body` (serialized once, sent again as is by a retry).
+    fn post(&self, url: &reqwest::Url, body: &Bytes) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+    }
+}
+
+fn to_bytes(body: &impl serde::Serialize) -> Result<Bytes, BackendError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))
 }
 
 #[async_trait]
@@ -57,11 +73,9 @@ impl Backend for OpenAiBackend {
         deployment: &Deployment,
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
-        let body = wire::chat_body(&request, deployment);
-        let rb = self
-            .request(reqwest::Method::POST, &self.chat_url)
-            .json(&body);
-        let bytes = self.http.stream(rb, cancel).await?;
+        let body = to_bytes(&wire::chat_body(&request, deployment))?;
+        let build = |url: &reqwest::Url| self.post(url, &body);
+        let bytes = self.http.stream(&self.chat_url, &build, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
 
@@ -70,16 +84,20 @@ impl Backend for OpenAiBackend {
         request: EmbedRequest,
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
-        let body = wire::embed_body(&request, deployment);
-        let rb = self
-            .request(reqwest::Method::POST, &self.embed_url)
-            .json(&body);
-        wire::embed_response(&self.http.name, &self.http.body(rb).await?)
+        let body = to_bytes(&wire::embed_body(&request, deployment))?;
+        let build = |url: &reqwest::Url| self.post(url, &body);
+        wire::embed_response(
+            &self.http.name,
+            &self.http.body(&self.embed_url, &build).await?,
+        )
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        self.http
-            .probe(self.request(reqwest::Method::GET, &self.models_url))
-            .await
+        let build = |url: &reqwest::Url| self.request(reqwest::Method::GET, url);
+        self.http.probe(&self.models_url, &build).await
+    }
+
+    fn upstream_state(&self) -> Option<UpstreamState> {
+        Some(self.http.state())
     }
 }

@@ -39,6 +39,9 @@ pub struct Target {
     /// only sees a request once its prompt is prepared; the load policy counts from the
     /// routing decision on, so a burst that arrives at once is seen at once.
     pub in_flight: Arc<AtomicUsize>,
+    /// Other deployments of the model, in order, for when this one fails before its
+    /// first byte (`[[models]] fallbacks`; empty for most models and every tier).
+    pub fallbacks: Arc<[Target]>,
 }
 
 impl Target {
@@ -148,6 +151,7 @@ impl Routes {
                     deployment: Arc::new(Deployment::from_model(model)),
                     backend: backend.clone(),
                     in_flight: Arc::default(),
+                    fallbacks: super::fallback::targets(config, model, backends),
                 })
             } else {
                 Entry::Tiered(Tiered::new(model, backend, backend_cfg.kind, &config.route))

@@ -54,6 +54,7 @@ impl Tiered {
                         deployment: Arc::new(deployment),
                         backend: backend.clone(),
                         in_flight: Arc::default(),
+                        fallbacks: Arc::from([]),
                     },
                 }
             })
