@@ -19,6 +19,8 @@
 #   SLUICE_BIN  use this binary instead of building target/release/sluice
 #   SLUICE_LOG  [warn] RUST_LOG for sluice
 #   PERF=1      also record a `perf record -g` profile of sluice during the run
+#   LIMITS=1    with every limit on (rates, tokens, in-flight and model caps), set high
+#               enough to admit every request: what enforcing them costs
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +36,7 @@ TARGET_P99_US="${TARGET_P99_US:-1000}"
 TARGET_RSS_MB="${TARGET_RSS_MB:-50}"
 SLUICE_LOG="${SLUICE_LOG:-warn}"
 PERF="${PERF:-0}"
+LIMITS="${LIMITS:-0}"
 CARGO="${CARGO:-cargo}"
 MODEL="bench-model"
 
@@ -80,6 +83,18 @@ url = "http://127.0.0.1:$up_port/v1"
 name = "$MODEL"
 backend = "bench"
 EOF
+if [[ "$LIMITS" == 1 ]]; then
+  cat >>"$out/sluice.toml" <<EOF
+max_concurrency = 100000
+
+# LIMITS=1: every limit on, high enough to admit every request.
+[limits]
+max_in_flight = 100000
+requests_per_second = 1000000
+requests_per_minute = 60000000
+tokens_per_minute = 2000000000
+EOF
+fi
 RUST_LOG="$SLUICE_LOG" timeout -s TERM "$budget" "$SLUICE_BIN" serve \
   --config "$out/sluice.toml" --listen "127.0.0.1:$gw_port" >"$out/sluice.log" 2>&1 &
 pids+=($!)
@@ -91,7 +106,7 @@ log "upstream pid $upstream_pid on :$up_port, sluice pid $sluice_pid on :$gw_por
 perf_attach "$budget"
 
 # --- machine context --------------------------------------------------------------------
-write_context "RATE=$RATE DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS MODES=$MODES TOKENS=$TOKENS UPSTREAM_THREADS=$UPSTREAM_THREADS loadtest/latency.sh"
+write_context "LIMITS=$LIMITS RATE=$RATE DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS MODES=$MODES TOKENS=$TOKENS UPSTREAM_THREADS=$UPSTREAM_THREADS loadtest/latency.sh"
 
 # --- load -------------------------------------------------------------------------------
 # In the background and waited for, so that a signal to this script stops it at once.

@@ -272,9 +272,11 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Make the first connection, retrying with back-off while the cache exists.
 /// The Redis client for `url`; with `root_ca`, a TLS client trusting only that CA.
-pub(crate) fn client(url: &str, root_ca: Option<&std::path::Path>) -> Result<::redis::Client, String> {
+pub(crate) fn client(
+    url: &str,
+    root_ca: Option<&std::path::Path>,
+) -> Result<::redis::Client, String> {
     if url.starts_with("rediss://") {
         // rustls needs one process-wide crypto provider; sluice builds only ring (an
         // error here means one is installed already, which is as good).
@@ -296,6 +298,7 @@ pub(crate) fn client(url: &str, root_ca: Option<&std::path::Path>) -> Result<::r
     }
 }
 
+/// Make the first connection, retrying with back-off while the cache exists.
 async fn connect(shared: Weak<Shared>, client: ::redis::Client, config: ConnectionManagerConfig) {
     let (mut backoff, max_backoff) = CONNECT_BACKOFF;
     loop {
