@@ -306,6 +306,27 @@ async fn images_reach_ollama_as_bare_base64() {
     assert_eq!(up.state.request_count(), before);
 }
 
+/// Numbers reach Ollama as the client wrote them: `0.3` is `0.3` in `options`, not the
+/// `0.30000001192092896` an `f32` on the way would make of it.
+#[tokio::test]
+async fn sampling_numbers_reach_ollama_as_written() {
+    let (gw, up) = setup("").await;
+    let body = json!({
+        "model": "llama", "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.3, "top_p": 0.95, "presence_penalty": 0.1, "frequency_penalty": -1.7
+    });
+    assert_eq!(gw.post("/v1/chat/completions", &body).await.status(), 200);
+    let options = up.state.last_request()["options"].clone();
+    for (key, written) in [
+        ("temperature", "0.3"),
+        ("top_p", "0.95"),
+        ("presence_penalty", "0.1"),
+        ("frequency_penalty", "-1.7"),
+    ] {
+        assert_eq!(options[key].to_string(), written, "{key} in {options}");
+    }
+}
+
 #[tokio::test]
 async fn sampling_options_keep_alive_and_format_reach_ollama() {
     let up = fake_ollama::start().await;

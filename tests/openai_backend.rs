@@ -25,6 +25,29 @@ async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
     (gw, up)
 }
 
+/// Numbers reach the upstream as the client wrote them: `0.3` stays `0.3`, not the
+/// `0.30000001192092896` an `f32` on the way would make of it, streamed or not.
+#[tokio::test]
+async fn sampling_numbers_reach_the_upstream_as_written() {
+    let (gw, up) = setup("").await;
+    for stream in [false, true] {
+        let body = json!({
+            "model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+            "temperature": 0.3, "top_p": 0.95, "presence_penalty": 0.1, "frequency_penalty": -1.7
+        });
+        assert_eq!(gw.post("/v1/chat/completions", &body).await.status(), 200);
+        let sent = up.state.last_request();
+        for (key, written) in [
+            ("temperature", "0.3"),
+            ("top_p", "0.95"),
+            ("presence_penalty", "0.1"),
+            ("frequency_penalty", "-1.7"),
+        ] {
+            assert_eq!(sent[key].to_string(), written, "{key} in {sent}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn non_streaming_completion_has_the_openai_shape() {
     let (gw, up) = setup("").await;

@@ -248,7 +248,7 @@ pub struct StepConfig {
     #[serde(default)]
     pub max_tokens: Option<u32>,
     #[serde(default)]
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
 
     // --- template ---
     /// A text, Markdown or HTML report (template); also saved as an artefact.

@@ -125,13 +125,15 @@ pub enum ResponseFormat {
 /// Sampling and length parameters; `None` means "the engine's default".
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Sampling {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    /// The float fields are `f64`, as the client's JSON numbers are: HTTP backends
+    /// forward them unchanged (`0.3` stays `0.3`); the embedded engine narrows them.
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub seed: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
     /// Not an OpenAI field: vLLM/llama.cpp/Ollama's `top_k`, sent as `extra_body`.
     pub top_k: Option<u32>,
 }

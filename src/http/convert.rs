@@ -36,7 +36,15 @@ fn not_an_object(param: &str) -> ApiError {
     .with_code("invalid_type")
 }
 
-fn in_range(value: Option<f32>, lo: f32, hi: f32, param: &str) -> Result<Option<f32>, ApiError> {
+/// `value` (as the client wrote it: the `f64` of `extras`, else async-openai's `f32`)
+/// if it lies in `lo..=hi`.
+fn in_range(
+    value: (Option<f64>, Option<f32>),
+    lo: f64,
+    hi: f64,
+    param: &str,
+) -> Result<Option<f64>, ApiError> {
+    let value = value.0.or(value.1.map(f64::from));
     match value {
         Some(v) if !(lo..=hi).contains(&v) || v.is_nan() => Err(invalid(
             format!("Invalid '{param}': {v} is not between {lo} and {hi}."),
@@ -196,13 +204,23 @@ pub fn chat_request(
         return Err(invalid("Stop sequences must not be empty.".into(), "stop"));
     }
     let sampling = Sampling {
-        temperature: in_range(wire.temperature, 0.0, 2.0, "temperature")?,
-        top_p: in_range(wire.top_p, 0.0, 1.0, "top_p")?,
+        temperature: in_range((extras.temperature, wire.temperature), 0.0, 2.0, "temperature")?,
+        top_p: in_range((extras.top_p, wire.top_p), 0.0, 1.0, "top_p")?,
         max_tokens,
         stop,
         seed: wire.seed,
-        presence_penalty: in_range(wire.presence_penalty, -2.0, 2.0, "presence_penalty")?,
-        frequency_penalty: in_range(wire.frequency_penalty, -2.0, 2.0, "frequency_penalty")?,
+        presence_penalty: in_range(
+            (extras.presence_penalty, wire.presence_penalty),
+            -2.0,
+            2.0,
+            "presence_penalty",
+        )?,
+        frequency_penalty: in_range(
+            (extras.frequency_penalty, wire.frequency_penalty),
+            -2.0,
+            2.0,
+            "frequency_penalty",
+        )?,
         top_k: extras.top_k,
     };
     Ok(ChatRequest {

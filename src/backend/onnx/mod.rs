@@ -294,25 +294,20 @@ fn sampling(
 ) -> SamplingParams {
     let option = |key: &str| options.get(key).and_then(serde_json::Value::as_f64);
     let s = &request.sampling;
+    // The request's value, else the model's option, narrowed to the sampler's f32.
+    let float = |value: Option<f64>, key: &str, default: f32| {
+        value.or(option(key)).map_or(default, |v| v as f32)
+    };
     SamplingParams {
-        temperature: s
-            .temperature
-            .or(option("temperature").map(|v| v as f32))
-            .unwrap_or(1.0),
-        top_p: s.top_p.or(option("top_p").map(|v| v as f32)).unwrap_or(1.0),
+        temperature: float(s.temperature, "temperature", 1.0),
+        top_p: float(s.top_p, "top_p", 1.0),
         top_k: s
             .top_k
             .map(|k| k as usize)
             .or(option("top_k").map(|v| v.max(0.0) as usize))
             .unwrap_or(0),
-        presence_penalty: s
-            .presence_penalty
-            .or(option("presence_penalty").map(|v| v as f32))
-            .unwrap_or(0.0),
-        frequency_penalty: s
-            .frequency_penalty
-            .or(option("frequency_penalty").map(|v| v as f32))
-            .unwrap_or(0.0),
+        presence_penalty: float(s.presence_penalty, "presence_penalty", 0.0),
+        frequency_penalty: float(s.frequency_penalty, "frequency_penalty", 0.0),
         seed: s.seed.map(|seed| seed as u64),
     }
 }

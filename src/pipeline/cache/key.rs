@@ -34,14 +34,14 @@ struct Form<'a> {
     parallel_tool_calls: Option<bool>,
     /// (kind, schema name, schema, strict)
     response_format: Option<FormatForm<'a>>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
     top_k: Option<u32>,
     max_tokens: Option<u32>,
     stop: &'a [String],
     seed: Option<i64>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
     n: u32,
 }
 
