@@ -204,7 +204,12 @@ pub fn chat_request(
         return Err(invalid("Stop sequences must not be empty.".into(), "stop"));
     }
     let sampling = Sampling {
-        temperature: in_range((extras.temperature, wire.temperature), 0.0, 2.0, "temperature")?,
+        temperature: in_range(
+            (extras.temperature, wire.temperature),
+            0.0,
+            2.0,
+            "temperature",
+        )?,
         top_p: in_range((extras.top_p, wire.top_p), 0.0, 1.0, "top_p")?,
         max_tokens,
         stop,

@@ -97,7 +97,12 @@ pub struct SamplingExtras {
 
 /// The keys that make [`parse_chat`] read a body a second time for its [`SamplingExtras`]
 /// (`_penalty` covers both penalties).
-const EXTRA_KEYS: [&[u8]; 4] = [b"\"top_k\"", b"\"temperature\"", b"\"top_p\"", b"_penalty\""];
+const EXTRA_KEYS: [&[u8]; 4] = [
+    b"\"top_k\"",
+    b"\"temperature\"",
+    b"\"top_p\"",
+    b"_penalty\"",
+];
 
 /// A chat request body: the OpenAI request, plus [`SamplingExtras`] when it has any.
 pub struct ChatJson<T>(pub T, pub SamplingExtras);
