@@ -171,6 +171,7 @@ fn request(model: &str, steps: usize) -> ChatRequest {
         sampling: Sampling::default(),
         n: 1,
         user: None,
+        extra: Default::default(),
     }
 }
 

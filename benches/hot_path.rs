@@ -28,6 +28,7 @@ fn cache_key(c: &mut Criterion) {
     let request = sluice::http::chat_request(wire, Default::default()).unwrap();
     let deployment = sluice::backend::Deployment {
         structured: None,
+        forward_unknown_fields: false,
         backend: "local".into(),
         upstream_model: "llama3.2".into(),
         keep_alive: None,

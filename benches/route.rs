@@ -123,6 +123,7 @@ fn request(messages: Vec<Message>) -> ChatRequest {
         },
         n: 1,
         user: None,
+        extra: Default::default(),
     }
 }
 

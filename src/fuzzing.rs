@@ -35,6 +35,7 @@ pub fn upstream_bodies(
         options: serde_json::Map::new(),
         tier: None,
         structured: None,
+        forward_unknown_fields: false,
     };
     (
         openai::wire::chat_body(request, &deployment),

@@ -158,6 +158,7 @@ tools = ["big"]
         sampling: Sampling::default(),
         n: 1,
         user: None,
+        extra: Default::default(),
     };
     let generation = pipeline
         .chat(&Tenant::anonymous(), request, Asked::default())

@@ -25,6 +25,75 @@ async fn setup(extra: &str) -> (Gateway, fake_openai::FakeOpenAi) {
     (gw, up)
 }
 
+/// Fields OpenAI's API does not define (vLLM's `chat_template_kwargs`, `min_p`, guided
+/// decoding) reach the upstream untouched for a model with `forward_unknown_fields`, and
+/// are dropped for the others; they are part of the cache key only where forwarded.
+#[tokio::test]
+async fn unknown_fields_reach_the_upstream_where_the_model_forwards_them() {
+    let (gw, up) = setup(
+        "[[models]]\nname = \"vllm\"\nbackend = \"up\"\nupstream_model = \"gpt-4o-mini\"\n\
+         forward_unknown_fields = true\noptions = { min_p = 0.1, repetition_penalty = 1.1 }\n",
+    )
+    .await;
+    let extra = json!({
+        "chat_template_kwargs": {"enable_thinking": false},
+        "min_p": 0.05,
+        "guided_choice": ["yes", "no"],
+        "big": 12345678901234567890u64
+    });
+    let body = |model: &str, min_p: f64| {
+        let mut body = chat_body(model, "hello");
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body["min_p"] = json!(min_p);
+        body
+    };
+    assert_eq!(
+        gw.post("/v1/chat/completions", &body("vllm", 0.05))
+            .await
+            .status(),
+        200
+    );
+    let sent = up.state.last_request();
+    assert_eq!(sent["chat_template_kwargs"], extra["chat_template_kwargs"]);
+    assert_eq!(sent["guided_choice"], extra["guided_choice"]);
+    assert_eq!(sent["big"].to_string(), "12345678901234567890");
+    // The client's value wins over the deployment's option; other options still apply.
+    assert_eq!(sent["min_p"].to_string(), "0.05");
+    assert_eq!(sent["repetition_penalty"].to_string(), "1.1");
+    // Another value of a forwarded field is another answer, not a cache hit.
+    let calls = up
+        .state
+        .chat_calls
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        gw.post("/v1/chat/completions", &body("vllm", 0.2))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        up.state
+            .chat_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        calls + 1
+    );
+    assert_eq!(up.state.last_request()["min_p"].to_string(), "0.2");
+
+    // A model without the setting drops them.
+    assert_eq!(
+        gw.post("/v1/chat/completions", &body("gpt", 0.05))
+            .await
+            .status(),
+        200
+    );
+    let sent = up.state.last_request();
+    for key in ["chat_template_kwargs", "min_p", "guided_choice", "big"] {
+        assert!(sent.get(key).is_none(), "{key} in {sent}");
+    }
+}
+
 /// Numbers reach the upstream as the client wrote them: `0.3` stays `0.3`, not the
 /// `0.30000001192092896` an `f32` on the way would make of it, streamed or not.
 #[tokio::test]

@@ -43,6 +43,8 @@ pub struct Deployment {
     pub tier: Option<String>,
     /// Structured generation on an embedded engine; `None` = the backend's setting.
     pub structured: Option<bool>,
+    /// Forward the request's unknown body fields (`ChatRequest::extra`) upstream.
+    pub forward_unknown_fields: bool,
 }
 
 impl Deployment {
@@ -54,6 +56,7 @@ impl Deployment {
             options: model.options.clone(),
             tier: model.tier.clone(),
             structured: model.structured,
+            forward_unknown_fields: model.forward_unknown_fields,
         }
     }
 }

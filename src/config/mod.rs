@@ -359,6 +359,11 @@ pub struct ModelConfig {
     /// fields for OpenAI-compatible servers (e.g. vLLM's `top_k`).
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// OpenAI-compatible backends: forward the top-level request fields neither OpenAI's
+    /// API nor sluice knows (vLLM's `chat_template_kwargs`, `min_p`, guided decoding, ...)
+    /// to the upstream as the client sent them. Off by default: such fields are dropped.
+    #[serde(default)]
+    pub forward_unknown_fields: bool,
     /// Overrides the onnx backend's `structured` for this model.
     #[serde(default)]
     pub structured: Option<bool>,

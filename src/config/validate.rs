@@ -143,6 +143,10 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
                 format!("{path}.keep_alive"),
                 "keep_alive is an Ollama setting; this model's backend is not Ollama".into(),
             ),
+            Some(b) if b.kind != BackendKind::Openai && model.forward_unknown_fields => issue(
+                format!("{path}.forward_unknown_fields"),
+                "forward_unknown_fields is for OpenAI-compatible upstreams; this model's backend is not kind = \"openai\"".into(),
+            ),
             Some(b) if b.kind != BackendKind::Onnx && model.structured.is_some() => issue(
                 format!("{path}.structured"),
                 "structured is an onnx setting; this model's backend is not kind = \"onnx\"".into(),
@@ -344,6 +348,7 @@ backend = "nope"
 [[models]]
 name = "a"
 backend = "o"
+forward_unknown_fields = true
 "#;
         let err = load_str(text, Vec::new()).unwrap_err();
         let paths: Vec<&str> = err.0.iter().map(|i| i.path.as_str()).collect();
@@ -355,6 +360,7 @@ backend = "o"
             "backends.o.read_timeout",
             "models[0].backend",
             "models[1].name",
+            "models[1].forward_unknown_fields",
         ] {
             assert!(
                 paths.contains(&expected),

@@ -152,4 +152,8 @@ pub struct ChatRequest {
     /// Number of choices; the gateway serves 1 and rejects more where a backend cannot.
     pub n: u32,
     pub user: Option<String>,
+    /// Top-level body fields neither OpenAI's request nor sluice knows (vLLM's
+    /// `chat_template_kwargs`, `min_p`, ...), as the client sent them: forwarded to an
+    /// OpenAI-compatible upstream when its model sets `forward_unknown_fields`.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }

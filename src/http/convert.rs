@@ -238,6 +238,7 @@ pub fn chat_request(
         sampling,
         n,
         user: wire.user.or(wire.safety_identifier),
+        extra: extras.unknown,
     })
 }
 

@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -80,29 +79,7 @@ fn url_error(status: StatusCode, message: String, code: &'static str) -> ApiErro
     }
 }
 
-/// What the OpenAI request type does not keep of a chat body: sampling fields beyond
-/// OpenAI's own that vLLM, llama.cpp and Ollama's OpenAI API accept (clients send them
-/// with `extra_body`), and OpenAI's float fields at full precision. async-openai reads
-/// those into `f32`, which would turn a client's `0.3` into `0.30000001192092896` on
-/// the way to the upstream; read as `f64` they are forwarded as the client wrote them.
-#[derive(Debug, Default, Deserialize)]
-pub struct SamplingExtras {
-    /// Sample only among the `top_k` most likely tokens (0 = off).
-    pub top_k: Option<u32>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-}
-
-/// The keys that make [`parse_chat`] read a body a second time for its [`SamplingExtras`]
-/// (`_penalty` covers both penalties).
-const EXTRA_KEYS: [&[u8]; 4] = [
-    b"\"top_k\"",
-    b"\"temperature\"",
-    b"\"top_p\"",
-    b"_penalty\"",
-];
+pub use super::extras::SamplingExtras;
 
 /// A chat request body: the OpenAI request, plus [`SamplingExtras`] when it has any.
 pub struct ChatJson<T>(pub T, pub SamplingExtras);
@@ -118,13 +95,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ChatJson<T> {
 /// Parse a chat request body: the request, and its [`SamplingExtras`].
 pub fn parse_chat<T: DeserializeOwned>(bytes: &[u8]) -> Result<ChatJson<T>, ApiError> {
     let wire = parse(bytes)?;
-    // A second parse only for a body that names one of the fields.
-    let named = |key: &[u8]| memchr::memmem::find(bytes, key).is_some();
-    let extras = if EXTRA_KEYS.iter().any(|key| named(key)) {
-        parse(bytes)?
-    } else {
-        SamplingExtras::default()
-    };
+    // The first parse checked the body's shape and types; this one reads what the
+    // OpenAI type leaves out (full-precision floats, extra and unknown fields).
+    let extras = parse(bytes)?;
     Ok(ChatJson(wire, extras))
 }
 

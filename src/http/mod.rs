@@ -7,6 +7,7 @@ pub use convert::chat_request;
 mod embeddings;
 mod error;
 pub mod extract;
+pub mod extras;
 mod health;
 mod layers;
 mod models;
@@ -19,8 +20,9 @@ mod workflows;
 /// A chat request body as `http/` turns it into the domain request (for other modules' tests).
 #[cfg(test)]
 pub fn convert_for_tests(body: &str) -> crate::domain::ChatRequest {
-    let wire = extract::parse(body.as_bytes()).expect("test body parses");
-    convert::chat_request(wire, Default::default()).expect("test body is valid")
+    let extract::ChatJson(wire, extras) =
+        extract::parse_chat(body.as_bytes()).expect("test body parses");
+    convert::chat_request(wire, extras).expect("test body is valid")
 }
 
 use std::sync::Arc;

@@ -50,6 +50,8 @@ pub fn targets(config: &Config, model: &ModelConfig, backends: &Backends) -> Arc
                 }),
                 tier: None,
                 structured: None,
+                // Only to another OpenAI-compatible deployment, like `options`.
+                forward_unknown_fields: same_kind && model.forward_unknown_fields,
             };
             Some(Target {
                 model: name.clone(),

@@ -283,6 +283,7 @@ async fn model(env: &StepEnv, step: &StepConfig) -> Result<Done, String> {
         },
         n: 1,
         user: None,
+        extra: Default::default(),
     };
     let tenant = Tenant(env.tenant.clone());
     let generation = pipeline

@@ -88,7 +88,14 @@ pub fn chat_body(req: &ChatRequest, dep: &Deployment) -> Value {
     if !s.stop.is_empty() {
         body.insert("stop".into(), s.stop.clone().into());
     }
-    // Deployment options (e.g. vLLM's `top_k`) go in as extra body fields.
+    // The client's own unknown fields, where the model forwards them, then deployment
+    // options (e.g. vLLM's `top_k`), as extra body fields; neither replaces a field
+    // sluice sets.
+    if dep.forward_unknown_fields {
+        for (k, v) in &req.extra {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     for (k, v) in &dep.options {
         body.entry(k.clone()).or_insert_with(|| v.clone());
     }

@@ -25,6 +25,8 @@ struct Form<'a> {
     upstream_model: &'a str,
     tier: Option<&'a str>,
     options: CanonicalMap<'a>,
+    /// The client's unknown body fields, when the deployment forwards them upstream.
+    extra: Option<CanonicalMap<'a>>,
     /// (name, fingerprint) of each server tool, sorted by name.
     server_tools: &'a [(&'a str, [u8; 32])],
     messages: &'a [Message],
@@ -98,12 +100,16 @@ pub fn key(
 ) -> Key {
     let s = &request.sampling;
     let form = Form {
-        v: 2,
+        // 3: sampling floats as f64, and forwarded unknown fields.
+        v: 3,
         namespace,
         backend,
         upstream_model: &deployment.upstream_model,
         tier: deployment.tier.as_deref(),
         options: CanonicalMap(&deployment.options),
+        extra: deployment
+            .forward_unknown_fields
+            .then_some(CanonicalMap(&request.extra)),
         server_tools,
         messages: &request.messages,
         tools: request
@@ -165,6 +171,7 @@ mod tests {
             options: Default::default(),
             tier: Some("int8".into()),
             structured: None,
+            forward_unknown_fields: false,
         }
     }
 
@@ -186,6 +193,27 @@ mod tests {
         for body in same {
             assert_eq!(key_of(body), base, "{body}");
         }
+    }
+
+    #[test]
+    fn unknown_fields_change_the_key_only_where_they_are_forwarded() {
+        let plain = convert(BASE);
+        let mut v: Value = serde_json::from_str(BASE).unwrap();
+        v["min_p"] = json!(0.05);
+        let with_min_p = convert(&v.to_string());
+        let dropped = deployment();
+        assert_eq!(
+            key("tenant-a", "local", &dropped, &[], &with_min_p),
+            key("tenant-a", "local", &dropped, &[], &plain)
+        );
+        let forwarded = Deployment {
+            forward_unknown_fields: true,
+            ..deployment()
+        };
+        assert_ne!(
+            key("tenant-a", "local", &forwarded, &[], &with_min_p),
+            key("tenant-a", "local", &forwarded, &[], &plain)
+        );
     }
 
     #[test]

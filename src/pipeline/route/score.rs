@@ -161,6 +161,7 @@ mod tests {
             sampling: Sampling::default(),
             n: 1,
             user: None,
+            extra: Default::default(),
         }
     }
 
