@@ -35,7 +35,8 @@ pub fn upstream_bodies(
         options: serde_json::Map::new(),
         tier: None,
         structured: None,
-        forward_unknown_fields: false,
+        // The request's unknown fields go into the OpenAI body too.
+        forward_unknown_fields: true,
     };
     (
         openai::wire::chat_body(request, &deployment),
