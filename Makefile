@@ -14,7 +14,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB     := .ort/libonnxruntime.so
 ORT_STAMP   := .ort/.onnxruntime-$(ORT_VERSION)
 
-.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean ops-tools ops-check k6 soak fuzz test-openapi
+.PHONY: run build test test-rust test-python venv ort redis-server mcp-servers bench-latency bench-cpu bench-engine bench-cache bench-embed bench-mixed bench-agent check-config model models clean ops-tools ops-check k6 soak fuzz test-openapi
 
 run: build ort
 	./target/release/sluice serve --config $(CONFIG)
@@ -145,6 +145,11 @@ $(MODELS_VENV)/.installed: tools/convert/requirements.txt
 # memory (see loadtest/README.md). Not part of `make test`.
 bench-latency:
 	loadtest/latency.sh
+
+# CPU per proxied request, sluice vs a bare nginx proxy_pass hop on one pinned core
+# (nginx-light and wrk from Debian, installed by the script). Not part of `make test`.
+bench-cpu:
+	loadtest/cpu.sh
 
 # Embedded engine throughput and time to first token at concurrency 1/4/16/32, batching
 # on vs max_batch_size = 1 (see loadtest/README.md). Not part of `make test`.
