@@ -69,6 +69,33 @@ start_sluice() {
   [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
 }
 
+# proxy_config FILE GW_PORT UP_PORT MODEL [SERVER_LINES]: a sluice config for measuring the
+# proxy path: listen on GW_PORT, cache off, one OpenAI-compatible backend `bench` at the
+# test upstream on UP_PORT, and MODEL served from it under its own name (so a request
+# straight to the upstream and one through sluice carry the same body). SERVER_LINES go
+# into [server] (e.g. `worker_threads = 1`).
+proxy_config() {
+  local file="$1" gw="$2" up="$3" model="$4" server="${5:-}"
+  cat >"$file" <<EOF
+# Written by loadtest/$(basename "$0"): one OpenAI-compatible backend, the fast test upstream.
+[server]
+listen = "127.0.0.1:$gw"
+$server
+
+# The proxy path is what is measured: no answer comes from the response cache.
+[cache]
+mode = "off"
+
+[backends.bench]
+kind = "openai"
+url = "http://127.0.0.1:$up/v1"
+
+[[models]]
+name = "$model"
+backend = "bench"
+EOF
+}
+
 # write_context COMMAND: the machine context of this run ($out/context.txt, also to stderr).
 write_context() {
   {

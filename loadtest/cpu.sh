@@ -115,25 +115,7 @@ nginx_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 
 # --- sluice, on the hop CPU ---------------------------------------------------------------
 gw_port="$("$BIN/bench-loadgen" free-port)"
-cat >"$out/sluice.toml" <<EOF
-# Written by loadtest/cpu.sh: one runtime thread, one OpenAI-compatible backend.
-[server]
-listen = "127.0.0.1:$gw_port"
-worker_threads = 1
-
-# The proxy path is what is measured: no answer comes from the response cache.
-[cache]
-mode = "off"
-
-[backends.bench]
-kind = "openai"
-url = "http://127.0.0.1:$up_port/v1"
-
-# The logical name equals the upstream name, so both hops forward the same body.
-[[models]]
-name = "$MODEL"
-backend = "bench"
-EOF
+proxy_config "$out/sluice.toml" "$gw_port" "$up_port" "$MODEL" "worker_threads = 1"
 (cd "$root" && RUST_LOG="${SLUICE_LOG:-warn}" exec timeout -s TERM "$budget" \
   taskset -c "$HOP_CPU" "$SLUICE_BIN" serve --config "$out/sluice.toml") >"$out/sluice.log" 2>&1 &
 pids+=($!)

@@ -65,24 +65,7 @@ upstream_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 
 # --- sluice -----------------------------------------------------------------------------
 gw_port="$("$BIN/bench-loadgen" free-port)"
-cat >"$out/sluice.toml" <<EOF
-# Written by loadtest/latency.sh: one OpenAI-compatible backend, the fast test upstream.
-[server]
-listen = "127.0.0.1:$gw_port"
-
-# The proxy path is what is measured: no answer comes from the response cache.
-[cache]
-mode = "off"
-
-[backends.bench]
-kind = "openai"
-url = "http://127.0.0.1:$up_port/v1"
-
-# The logical name equals the upstream name, so both targets get the same request body.
-[[models]]
-name = "$MODEL"
-backend = "bench"
-EOF
+proxy_config "$out/sluice.toml" "$gw_port" "$up_port" "$MODEL"
 if [[ "$LIMITS" == 1 ]]; then
   cat >>"$out/sluice.toml" <<EOF
 max_concurrency = 100000
