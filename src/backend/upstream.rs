@@ -176,6 +176,20 @@ impl Upstream {
     }
 }
 
+/// A request body as JSON bytes: serialized once, sent again as is by a retry.
+pub(super) fn json_bytes(body: &impl serde::Serialize) -> Result<Bytes, BackendError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))
+}
+
+/// `request` as a JSON POST of `body` (a cheap clone of the shared bytes).
+pub(super) fn with_json(request: reqwest::RequestBuilder, body: &Bytes) -> reqwest::RequestBuilder {
+    request
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.clone())
+}
+
 /// Largest whole response read from an upstream (embeddings): more is a protocol error.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Of an error response, only this much is read.

@@ -74,6 +74,43 @@ pub async fn chat(
     cancel: CancellationToken,
     metrics: &Metrics,
 ) -> Result<(EventStream, Target), BackendError> {
+    let stopped = || cancel.is_cancelled();
+    in_order(target, request, metrics, stopped, |t, request| {
+        t.backend.chat(request, &t.deployment, cancel.clone())
+    })
+    .await
+}
+
+/// Embed on `target`, or on its fallbacks in order.
+pub async fn embed(
+    target: &Target,
+    request: EmbedRequest,
+    metrics: &Metrics,
+) -> Result<EmbedResponse, BackendError> {
+    let (response, _) = in_order(
+        target,
+        request,
+        metrics,
+        || false,
+        |t, request| t.backend.embed(request, &t.deployment),
+    )
+    .await?;
+    Ok(response)
+}
+
+/// `call` on `target`, then on each fallback while the failure is one to fall back on
+/// (and `stopped` says the caller is still there); the answer and the target that gave it.
+async fn in_order<'a, R, T, Fut>(
+    target: &'a Target,
+    request: R,
+    metrics: &Metrics,
+    stopped: impl Fn() -> bool,
+    call: impl Fn(&'a Target, R) -> Fut,
+) -> Result<(T, Target), BackendError>
+where
+    R: Clone,
+    Fut: std::future::Future<Output = Result<T, BackendError>>,
+{
     let mut request = Some(request);
     let mut current = target;
     let mut rest = target.fallbacks.iter();
@@ -85,48 +122,12 @@ pub async fn chat(
             None => request.take(),
         }
         .ok_or_else(|| BackendError::Protocol("no request left to send".into()))?;
-        let result = current
-            .backend
-            .chat(this, &current.deployment, cancel.clone())
-            .await;
-        match result {
-            Ok(events) => return Ok((events, current.clone())),
+        match call(current, this).await {
+            Ok(answer) => return Ok((answer, current.clone())),
             Err(e) => {
                 metrics.upstream_error(current.backend.name(), &e);
                 match next {
-                    Some(fb) if e.is_fallback_error() && !cancel.is_cancelled() => {
-                        moved(metrics, target, current, fb, &e);
-                        current = fb;
-                    }
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-}
-
-/// Embed on `target`, or on its fallbacks in order.
-pub async fn embed(
-    target: &Target,
-    request: EmbedRequest,
-    metrics: &Metrics,
-) -> Result<EmbedResponse, BackendError> {
-    let mut request = Some(request);
-    let mut current = target;
-    let mut rest = target.fallbacks.iter();
-    loop {
-        let next = rest.next();
-        let this = match next {
-            Some(_) => request.clone(),
-            None => request.take(),
-        }
-        .ok_or_else(|| BackendError::Protocol("no request left to send".into()))?;
-        match current.backend.embed(this, &current.deployment).await {
-            Ok(response) => return Ok(response),
-            Err(e) => {
-                metrics.upstream_error(current.backend.name(), &e);
-                match next {
-                    Some(fb) if e.is_fallback_error() => {
+                    Some(fb) if e.is_fallback_error() && !stopped() => {
                         moved(metrics, target, current, fb, &e);
                         current = fb;
                     }

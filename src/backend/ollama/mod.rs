@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::upstream::{Endpoint, Upstream, UpstreamState};
+use super::upstream::{json_bytes, with_json, Endpoint, Upstream, UpstreamState};
 use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
@@ -37,18 +37,8 @@ impl OllamaBackend {
 
     /// A JSON POST of `body` (serialized once, sent again as is by a retry).
     fn post(&self, url: &reqwest::Url, body: &Bytes) -> reqwest::RequestBuilder {
-        self.http
-            .client
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
+        with_json(self.http.client.post(url.clone()), body)
     }
-}
-
-fn to_bytes(body: &impl serde::Serialize) -> Result<Bytes, BackendError> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))
 }
 
 #[async_trait]
@@ -63,7 +53,7 @@ impl Backend for OllamaBackend {
         deployment: &Deployment,
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
-        let body = to_bytes(&wire::chat_body(&request, deployment)?)?;
+        let body = json_bytes(&wire::chat_body(&request, deployment)?)?;
         let build = |url: &reqwest::Url| self.post(url, &body);
         let bytes = self.http.stream(&self.chat_url, &build, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
@@ -74,7 +64,7 @@ impl Backend for OllamaBackend {
         request: EmbedRequest,
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
-        let body = to_bytes(&wire::embed_body(&request, deployment)?)?;
+        let body = json_bytes(&wire::embed_body(&request, deployment)?)?;
         let build = |url: &reqwest::Url| self.post(url, &body);
         wire::embed_response(
             &self.http.name,
