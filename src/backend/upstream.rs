@@ -7,9 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use tokio_util::sync::CancellationToken;
+use futures::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::breaker::{Breaker, BreakerState};
 use super::pool::{MemberState, Outstanding, Pool};
@@ -296,9 +300,9 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The response body as a stream of chunks (the request counted on its pool member
-/// until the stream drops) that fails with `Timeout` when the upstream
-/// is silent for longer than `read_timeout`, and ends when `cancel` fires. Dropping it
-/// drops the upstream connection.
+/// until the stream drops) that fails with `Timeout` when the upstream is silent for
+/// longer than `read_timeout`, and ends when `cancel` fires. Dropping it drops the
+/// upstream connection.
 fn body_stream(
     backend: &str,
     response: reqwest::Response,
@@ -306,36 +310,82 @@ fn body_stream(
     cancel: CancellationToken,
     outstanding: Outstanding,
 ) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static {
-    let backend = backend.to_owned();
-    let body = response.bytes_stream();
-    futures::stream::unfold(
-        (Box::pin(body), backend, false),
-        move |(mut body, backend, done)| {
-            // Counted on its member for as long as the body streams.
-            let _outstanding = &outstanding;
-            let cancel = cancel.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => None,
-                    next = tokio::time::timeout(read_timeout, body.next()) => match next {
-                        Err(_) => {
-                            let err = BackendError::Timeout { backend: backend.clone(), after: read_timeout };
-                            Some((Err(err), (body, backend, true)))
-                        }
-                        Ok(None) => None,
-                        Ok(Some(Ok(bytes))) => Some((Ok(bytes), (body, backend, false))),
-                        Ok(Some(Err(e))) => {
-                            let err = transport_error(&backend, &e, read_timeout);
-                            Some((Err(err), (body, backend, true)))
-                        }
-                    },
-                }
+    let now = tokio::time::Instant::now();
+    BodyStream {
+        body: Box::pin(response.bytes_stream()),
+        backend: backend.to_owned(),
+        read_timeout,
+        waiting_since: None,
+        silence: Box::pin(tokio::time::sleep_until(now + read_timeout)),
+        cancelled: Box::pin(cancel.cancelled_owned()),
+        done: false,
+        _outstanding: outstanding,
+    }
+}
+
+type ReqwestBody = dyn Stream<Item = reqwest::Result<Bytes>> + Send;
+
+/// [`body_stream`]'s stream. Its timer and cancellation wait are set up once per
+/// response, not per chunk: a wait for the next chunk only notes when it began (silence
+/// counts while the stream is asked for more, as a per-read timeout would), and a timer
+/// that fires before the silence is long enough moves to the new deadline.
+struct BodyStream {
+    body: Pin<Box<ReqwestBody>>,
+    backend: String,
+    read_timeout: Duration,
+    /// When the current wait for a chunk began (none while the reader is busy).
+    waiting_since: Option<tokio::time::Instant>,
+    silence: Pin<Box<tokio::time::Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+    /// Counted on its member for as long as the body streams.
+    _outstanding: Outstanding,
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, BackendError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.cancelled.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match this.body.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                this.waiting_since = None;
+                return Poll::Ready(Some(Ok(bytes)));
             }
-        },
-    )
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                let err = transport_error(&this.backend, &e, this.read_timeout);
+                return Poll::Ready(Some(Err(err)));
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        let since = *this
+            .waiting_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        loop {
+            ready!(this.silence.as_mut().poll(cx));
+            let due = since + this.read_timeout;
+            if tokio::time::Instant::now() >= due {
+                this.done = true;
+                return Poll::Ready(Some(Err(BackendError::Timeout {
+                    backend: this.backend.clone(),
+                    after: this.read_timeout,
+                })));
+            }
+            this.silence.as_mut().reset(due);
+        }
+    }
 }
 
 /// Split `body` at the given offsets (modulo its length): how a test feeds a parser the

@@ -3,6 +3,7 @@
 //! into domain events; `POST {url}/embeddings`; readiness from `GET {url}/models`.
 //! Every call goes through the backend's pool, retries and breaker (`upstream.rs`).
 
+mod sse;
 pub(crate) mod wire;
 
 use async_trait::async_trait;

@@ -2,13 +2,17 @@
 //! request JSON, SSE `chat.completion.chunk` events → domain events. Parsing is lenient
 //! (fields some compatible servers omit are optional) so vLLM and llama.cpp both work.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use crate::domain::MAX_TOOL_CALLS;
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::sse;
 use crate::backend::Deployment;
 use crate::domain::{
     ChatRequest, ContentPart, EmbedInput, EmbedRequest, EmbedResponse, Event, FinishReason,
@@ -215,15 +219,18 @@ struct State {
     done: bool,
 }
 
+type Item = Result<Event, BackendError>;
+
 impl State {
-    /// Events for one SSE `data:` payload.
-    fn on_data(&mut self, data: &str) -> Result<Vec<Event>, BackendError> {
-        let data = data.trim();
-        if data == "[DONE]" {
+    /// Queue the events of one SSE `data:` payload.
+    fn on_data(&mut self, data: &[u8], out: &mut VecDeque<Item>) -> Result<(), BackendError> {
+        let data = data.trim_ascii();
+        if data == b"[DONE]" {
             self.done = true;
-            return Ok(self.finish_event().into_iter().collect());
+            out.extend(self.finish_event().map(Ok));
+            return Ok(());
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+        let chunk: Chunk = serde_json::from_slice(data).map_err(|e| {
             BackendError::Protocol(format!(
                 "backend `{}` sent an unreadable stream chunk: {e}",
                 self.backend
@@ -237,11 +244,10 @@ impl State {
                 ),
             });
         }
-        let mut out = Vec::new();
         for choice in chunk.choices {
             let delta = choice.delta.unwrap_or_default();
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                out.push(Event::Delta(text));
+                out.push_back(Ok(Event::Delta(text)));
             }
             for (pos, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 let function = call.function.unwrap_or(ChunkFunction {
@@ -255,12 +261,12 @@ impl State {
                         self.backend
                     )));
                 }
-                out.push(Event::ToolCall {
+                out.push_back(Ok(Event::ToolCall {
                     index,
                     id: call.id,
                     name: function.name,
                     arguments: function.arguments.unwrap_or_default(),
-                });
+                }));
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish = Some(finish_reason(&reason));
@@ -272,7 +278,7 @@ impl State {
                 completion_tokens: u.completion_tokens,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn finish_event(&mut self) -> Option<Event> {
@@ -285,57 +291,78 @@ impl State {
 
 /// Domain events from an upstream SSE body. A stream that ends after a finish reason but
 /// without `[DONE]` still finishes; one that ends before any finish reason is an error.
-pub fn events(
-    backend: String,
-    bytes: impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static,
-) -> impl Stream<Item = Result<Event, BackendError>> + Send + 'static {
-    let state = State {
-        backend,
-        finish: None,
-        usage: None,
-        done: false,
-    };
-    let sse = Box::pin(bytes.eventsource());
-    futures::stream::unfold(
-        (sse, state, false),
-        |(mut sse, mut state, ended)| async move {
-            if ended || state.done {
-                return None;
+pub fn events<S>(backend: String, bytes: S) -> Events<S>
+where
+    S: Stream<Item = Result<Bytes, BackendError>> + Send + 'static,
+{
+    Events {
+        bytes: Box::pin(bytes),
+        sse: sse::Decoder::default(),
+        state: State {
+            backend,
+            finish: None,
+            usage: None,
+            done: false,
+        },
+        queue: VecDeque::new(),
+        ended: false,
+    }
+}
+
+/// The stream [`events`] returns: decodes what each read brings and queues its events.
+pub struct Events<S> {
+    bytes: Pin<Box<S>>,
+    sse: sse::Decoder,
+    state: State,
+    /// Events decoded and not yet taken.
+    queue: VecDeque<Item>,
+    /// Nothing more is read: `[DONE]`, an error, or the end of the body.
+    ended: bool,
+}
+
+impl<S> Stream for Events<S>
+where
+    S: Stream<Item = Result<Bytes, BackendError>> + Send + 'static,
+{
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.queue.pop_front() {
+                return Poll::Ready(Some(item));
             }
-            loop {
-                match sse.next().await {
-                    Some(Ok(event)) => match state.on_data(&event.data) {
-                        Ok(events) if events.is_empty() && !state.done => continue,
-                        Ok(events) => {
-                            let items: Vec<_> = events.into_iter().map(Ok).collect();
-                            return Some((futures::stream::iter(items), (sse, state, false)));
-                        }
-                        Err(e) => {
-                            return Some((futures::stream::iter(vec![Err(e)]), (sse, state, true)))
-                        }
-                    },
-                    Some(Err(e)) => {
-                        let err = match e {
-                            eventsource_stream::EventStreamError::Transport(e) => e,
-                            other => {
-                                BackendError::Protocol(format!("bad SSE from upstream: {other}"))
-                            }
-                        };
-                        return Some((futures::stream::iter(vec![Err(err)]), (sse, state, true)));
-                    }
-                    None => {
-                        // No [DONE]: finish with what we have, if the upstream said it finished.
-                        let tail: Vec<_> = state.finish_event().into_iter().map(Ok).collect();
-                        if tail.is_empty() {
-                            return None;
-                        }
-                        return Some((futures::stream::iter(tail), (sse, state, true)));
-                    }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            // Events already in the bytes read come before another read.
+            while let Some(data) = this.sse.next_data() {
+                if let Err(e) = this.state.on_data(&data, &mut this.queue) {
+                    this.queue.push_back(Err(e));
+                    this.ended = true;
+                }
+                this.ended |= this.state.done;
+                if this.ended || !this.queue.is_empty() {
+                    break;
                 }
             }
-        },
-    )
-    .flatten()
+            if this.ended || !this.queue.is_empty() {
+                continue;
+            }
+            match ready!(this.bytes.as_mut().poll_next(cx)) {
+                Some(Ok(bytes)) => this.sse.push(&bytes),
+                Some(Err(e)) => {
+                    this.queue.push_back(Err(e));
+                    this.ended = true;
+                }
+                None => {
+                    // No [DONE]: finish with what we have, if the upstream said it finished.
+                    this.queue.extend(this.state.finish_event().map(Ok));
+                    this.ended = true;
+                }
+            }
+        }
+    }
 }
 
 /// The `/embeddings` body: text inputs as strings, token-id inputs as integer arrays
@@ -390,6 +417,7 @@ pub fn embed_response(backend: &str, body: &[u8]) -> Result<EmbedResponse, Backe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     fn collect(payloads: &[&str]) -> Vec<Result<Event, BackendError>> {
         let text: String = payloads.iter().map(|p| format!("data: {p}\n\n")).collect();
