@@ -1,9 +1,13 @@
-//! Middleware: `auth` (stage 1 of the pipeline, run before the body is read so a bad key
-//! is a 401 whatever the body), `limits` (the tenant's request rates, and the
-//! `x-ratelimit-*` headers on every `/v1` response) and `observe` (the global in-flight
-//! cap for `/v1` routes; request count, in-flight gauge and duration until the response's
-//! last byte, by route, model, status and whether it streamed; a request whose client
-//! leaves before the answer counts as status 499).
+//! Middleware, two layers so a request pays for two wrappers, not four:
+//! - `observe`, around every route: the request's id (the client's `x-request-id`, or a
+//!   new one) returned on the response, named by every log line (a tracing span) and
+//!   current while the handler and the response body run (upstream requests carry it);
+//!   the global in-flight cap for `/v1` routes; request count, in-flight gauge and
+//!   duration until the response's last byte, by route, model, status and whether it
+//!   streamed (a request whose client leaves before the answer counts as status 499).
+//! - `admit`, around each `/v1` route: `auth` (stage 1 of the pipeline, before the body
+//!   is read, so a bad key is a 401 whatever the body), then the tenant's request rates,
+//!   and the `x-ratelimit-*` headers on every `/v1` response.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +26,6 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::pipeline::limits::{Occupancy, RateHeaders};
-use crate::pipeline::Tenant;
 use crate::request_id::{RequestId, HEADER as REQUEST_ID};
 
 /// Set by handlers on their response: the (bounded) model label for metrics.
@@ -36,85 +39,18 @@ pub fn labelled(model: String, outcome: Result<Response, ApiError>) -> Response 
     response
 }
 
-pub async fn auth(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+/// `auth`, then the tenant's request rates (before the body is read), and the
+/// `x-ratelimit-*` headers on the response, refused or not.
+pub async fn admit(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.pipeline.auth.authenticate(header) {
-        Ok(tenant) => {
-            req.extensions_mut().insert(tenant);
-            next.run(req).await
-        }
-        Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-/// The request's id (the client's `x-request-id`, or a new one): returned on the
-/// response, named by every log line (a tracing span) and current while the handler and
-/// the response body run (upstream requests carry it).
-pub async fn request_id(req: Request, next: Next) -> Response {
-    let id = RequestId::from_header(req.headers().get(REQUEST_ID).map(|v| v.as_bytes()));
-    let span = tracing::info_span!("request", id = %id.as_str());
-    let mut response =
-        tracing::Instrument::instrument(id.clone().scope(next.run(req)), span.clone()).await;
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID), value);
-    }
-    let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(Identified {
-            inner: body,
-            id,
-            span,
-        }),
-    )
-}
-
-pin_project_lite::pin_project! {
-    /// A response body polled under its request's id and span.
-    struct Identified {
-        #[pin]
-        inner: Body,
-        id: RequestId,
-        span: tracing::Span,
-    }
-}
-
-impl http_body::Body for Identified {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        let inner = this.inner;
-        this.id.sync_scope(|| inner.poll_frame(cx))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The tenant's request rates (after `auth`, before the body is read), and the
-/// `x-ratelimit-*` headers on the response, refused or not.
-pub async fn limits(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let tenant = req
-        .extensions()
-        .get::<Tenant>()
-        .cloned()
-        .unwrap_or_else(Tenant::anonymous);
+    let tenant = match state.pipeline.auth.authenticate(header) {
+        Ok(tenant) => tenant,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    req.extensions_mut().insert(tenant.clone());
     let limits = &state.pipeline.limits;
     let (admitted, mut headers) = limits.admit_request(&tenant).await;
     let mut response = match admitted {
@@ -143,6 +79,29 @@ fn add_rate_headers(response: &mut Response, headers: &RateHeaders) {
 }
 
 pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let id = RequestId::from_header(req.headers().get(REQUEST_ID).map(|v| v.as_bytes()));
+    let span = tracing::info_span!("request", id = %id.as_str());
+    let answer = id.clone().scope(answer(state, req, next));
+    let (mut response, record) = tracing::Instrument::instrument(answer, span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Tracked {
+            inner: body,
+            id,
+            span,
+            _record: record,
+        }),
+    )
+}
+
+/// The response, and its [`Record`] unless it was already taken (a shed request).
+async fn answer(state: Arc<AppState>, req: Request, next: Next) -> (Response, Option<Record>) {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -167,7 +126,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
             Ok(occupancy) => record._occupancy = occupancy,
             Err(e) => {
                 record.status = e.status;
-                return e.into_response();
+                return (e.into_response(), None);
             }
         }
     }
@@ -182,14 +141,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Nex
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(Metered {
-            inner: body,
-            _record: record,
-        }),
-    )
+    (response, Some(record))
 }
 
 /// nginx's status for a request whose client closed the connection before the answer.
@@ -223,15 +175,18 @@ impl Drop for Record {
 }
 
 pin_project_lite::pin_project! {
-    /// A body that keeps its size hint (so JSON stays `content-length`) and owns a [`Record`].
-    struct Metered {
+    /// A response body polled under its request's id and span, that keeps its size hint
+    /// (so JSON stays `content-length`) and owns the request's [`Record`].
+    struct Tracked {
         #[pin]
         inner: Body,
-        _record: Record,
+        id: RequestId,
+        span: tracing::Span,
+        _record: Option<Record>,
     }
 }
 
-impl http_body::Body for Metered {
+impl http_body::Body for Tracked {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -239,7 +194,10 @@ impl http_body::Body for Metered {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let _entered = this.span.enter();
+        let inner = this.inner;
+        this.id.sync_scope(|| inner.poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {

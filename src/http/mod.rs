@@ -65,9 +65,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             "/v1/workflows/runs/{id}/artifacts/{step}",
             get(workflows::get_artifact),
         )
-        // Layers run outermost last-added: auth, then the tenant's limits.
-        .route_layer(from_fn_with_state(state.clone(), layers::limits))
-        .route_layer(from_fn_with_state(state.clone(), layers::auth));
+        // Auth, then the tenant's limits.
+        .route_layer(from_fn_with_state(state.clone(), layers::admit));
     Router::new()
         .merge(v1)
         .route("/healthz", get(health::healthz))
@@ -77,6 +76,5 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(from_fn_with_state(state.clone(), layers::observe))
-        .layer(axum::middleware::from_fn(layers::request_id))
         .with_state(state)
 }
