@@ -317,7 +317,8 @@ fn body_stream(
         read_timeout,
         waiting_since: None,
         silence: Box::pin(tokio::time::sleep_until(now + read_timeout)),
-        cancelled: Box::pin(cancel.cancelled_owned()),
+        cancelled: Box::pin(cancel.clone().cancelled_owned()),
+        cancel,
         done: false,
         _outstanding: outstanding,
     }
@@ -336,6 +337,9 @@ struct BodyStream {
     /// When the current wait for a chunk began (none while the reader is busy).
     waiting_since: Option<tokio::time::Instant>,
     silence: Pin<Box<tokio::time::Sleep>>,
+    /// Read as a flag while chunks come, waited on (which registers with its `Notify`)
+    /// only while none is ready.
+    cancel: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
     /// Counted on its member for as long as the body streams.
@@ -350,11 +354,16 @@ impl Stream for BodyStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if this.cancelled.as_mut().poll(cx).is_ready() {
+        let next = this.body.as_mut().poll_next(cx);
+        let cancelled = match next {
+            Poll::Pending => this.cancelled.as_mut().poll(cx).is_ready(),
+            Poll::Ready(_) => this.cancel.is_cancelled(),
+        };
+        if cancelled {
             this.done = true;
             return Poll::Ready(None);
         }
-        match this.body.as_mut().poll_next(cx) {
+        match next {
             Poll::Ready(Some(Ok(bytes))) => {
                 this.waiting_since = None;
                 return Poll::Ready(Some(Ok(bytes)));

@@ -29,6 +29,9 @@ pub struct Observed {
     /// When the last piece of text or tool call came (None before the first).
     last_token: Option<Instant>,
     inter_token: Histogram,
+    /// The shutdown deadline: read as a flag while events come, waited on (which
+    /// registers with its `Notify`) only while none is ready.
+    hard_stop: CancellationToken,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     ended: bool,
     _cancel_on_drop: DropGuard,
@@ -54,7 +57,8 @@ impl Observed {
             inter_token: metrics
                 .inter_token
                 .with_label_values(&[&*target.model, target.backend.name()]),
-            stopped: Box::pin(hard_stop.cancelled_owned()),
+            stopped: Box::pin(hard_stop.clone().cancelled_owned()),
+            hard_stop,
             ended: false,
             _cancel_on_drop: cancel_on_drop,
             _in_flight: in_flight,
@@ -71,11 +75,15 @@ impl Stream for Observed {
         if this.ended {
             return Poll::Ready(None);
         }
-        if this.stopped.as_mut().poll(cx).is_ready() {
+        let next = this.inner.as_mut().poll_next(cx);
+        let stopped = match next {
+            Poll::Pending => this.stopped.as_mut().poll(cx).is_ready(),
+            Poll::Ready(_) => this.hard_stop.is_cancelled(),
+        };
+        if stopped {
             this.ended = true;
             return Poll::Ready(Some(Err(BackendError::ShuttingDown)));
         }
-        let next = this.inner.as_mut().poll_next(cx);
         if let Poll::Ready(Some(item)) = &next {
             match item {
                 Ok(Event::Delta(_) | Event::ToolCall { .. }) => {
