@@ -19,6 +19,7 @@
 #   SLUICE_BIN  use this binary instead of building target/release/sluice
 #   SLUICE_LOG  [warn] RUST_LOG for sluice
 #   PERF=1      also record a `perf record -g` profile of sluice during the run
+#   WORKERS     sluice's `server.worker_threads` (default: one per core)
 #   LIMITS=1    with every limit on (rates, tokens, in-flight and model caps), set high
 #               enough to admit every request: what enforcing them costs
 set -euo pipefail
@@ -65,7 +66,7 @@ upstream_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 
 # --- sluice -----------------------------------------------------------------------------
 gw_port="$("$BIN/bench-loadgen" free-port)"
-proxy_config "$out/sluice.toml" "$gw_port" "$up_port" "$MODEL"
+proxy_config "$out/sluice.toml" "$gw_port" "$up_port" "$MODEL" "${WORKERS:+worker_threads = $WORKERS}"
 if [[ "$LIMITS" == 1 ]]; then
   cat >>"$out/sluice.toml" <<EOF
 max_concurrency = 100000

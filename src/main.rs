@@ -167,15 +167,26 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()>
         config.server.listen = addr;
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(n) = config.server.worker_threads {
-        runtime.worker_threads(n);
-    }
+    runtime.enable_all().worker_threads(
+        config
+            .server
+            .worker_threads
+            .unwrap_or(DEFAULT_WORKER_THREADS),
+    );
     runtime
         .build()
         .context("cannot start the async runtime")?
         .block_on(serve_on(config))
 }
+
+/// Async worker threads unless `server.worker_threads` says otherwise. One: a request
+/// and its upstream connection then stay on one thread. With one per core, tokio's
+/// workers wake each other for every hand-over between a client connection's task and
+/// an upstream connection's task: 13 context switches per proxied request instead of 2,
+/// and twice the added latency at 50–2,000 req/s (`loadtest/README.md`). One worker
+/// proxies about 14,000 requests/s; blocking work (prompt rendering and tokenizing,
+/// SQLite, files) runs on the blocking pool and the engines on their own threads.
+const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// Pending connections the kernel queues for accept; tokio's default (128) overflows
 /// when many clients connect at once under load, and dropped SYNs cost them a second.
