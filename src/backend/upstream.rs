@@ -2,7 +2,7 @@
 //! (TCP_NODELAY on), the timeouts and the resilience of the backend's calls (its
 //! [`Pool`] of members, [`Retry`] policy and optional [`Breaker`], applied in
 //! `call.rs`); sends with a time-to-response bound, maps transport failures to
-//! [`BackendError`], and streams bodies under the read timeout until cancelled.
+//! [`BackendError`], and streams bodies under the read timeout until dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, BreakerState};
 use super::pool::{MemberState, Outstanding, Pool};
@@ -105,8 +105,9 @@ impl Upstream {
     }
 
     /// Send (with retries, on the pool, through the breaker) and stream the response
-    /// body; gives up when `cancel` fires first. Once the answer is accepted nothing is
-    /// retried: a failure later in the body reaches the caller as a stream error.
+    /// body; gives up when `cancel` fires before the answer starts (after that, dropping
+    /// the stream cancels). Once the answer is accepted nothing is retried: a failure
+    /// later in the body reaches the caller as a stream error.
     pub async fn stream(
         &self,
         endpoint: &Endpoint,
@@ -122,7 +123,6 @@ impl Upstream {
             &self.name,
             response,
             self.read_timeout,
-            cancel,
             outstanding,
         ))
     }
@@ -301,13 +301,13 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The response body as a stream of chunks (the request counted on its pool member
 /// until the stream drops) that fails with `Timeout` when the upstream is silent for
-/// longer than `read_timeout`, and ends when `cancel` fires. Dropping it drops the
-/// upstream connection.
+/// longer than `read_timeout`. Dropping it drops the upstream connection: that is how a
+/// generation is cancelled once it streams (the pipeline's `Observed` owns the stream
+/// and drops it with the cancellation), so it watches no token per chunk.
 fn body_stream(
     backend: &str,
     response: reqwest::Response,
     read_timeout: Duration,
-    cancel: CancellationToken,
     outstanding: Outstanding,
 ) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static {
     let now = tokio::time::Instant::now();
@@ -317,8 +317,6 @@ fn body_stream(
         read_timeout,
         waiting_since: None,
         silence: Box::pin(tokio::time::sleep_until(now + read_timeout)),
-        cancelled: Box::pin(cancel.clone().cancelled_owned()),
-        cancel,
         done: false,
         _outstanding: outstanding,
     }
@@ -337,10 +335,6 @@ struct BodyStream {
     /// When the current wait for a chunk began (none while the reader is busy).
     waiting_since: Option<tokio::time::Instant>,
     silence: Pin<Box<tokio::time::Sleep>>,
-    /// Read as a flag while chunks come, waited on (which registers with its `Notify`)
-    /// only while none is ready.
-    cancel: CancellationToken,
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
     /// Counted on its member for as long as the body streams.
     _outstanding: Outstanding,
@@ -354,16 +348,7 @@ impl Stream for BodyStream {
         if this.done {
             return Poll::Ready(None);
         }
-        let next = this.body.as_mut().poll_next(cx);
-        let cancelled = match next {
-            Poll::Pending => this.cancelled.as_mut().poll(cx).is_ready(),
-            Poll::Ready(_) => this.cancel.is_cancelled(),
-        };
-        if cancelled {
-            this.done = true;
-            return Poll::Ready(None);
-        }
-        match next {
+        match this.body.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 this.waiting_since = None;
                 return Poll::Ready(Some(Ok(bytes)));
