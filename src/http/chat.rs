@@ -86,7 +86,7 @@ async fn handle(
         }
     };
     let chunks = response::Chunks::new(generation.model.clone(), include_usage, trace);
-    let body = Body::from_stream(sse::coalesce(sse::body(chunks, first, events)));
+    let body = Body::from_stream(sse::body(chunks, first, events));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(

@@ -1,11 +1,8 @@
 //! Server-sent events framing for streamed chat completions: `data: <json>\n\n` per
 //! chunk, `data: [DONE]\n\n` at the end, and on failure one final `data: {"error":...}`
-//! event before the stream closes (what the OpenAI SDKs raise as an APIError). Events
-//! ready at the same moment leave in one write ([`coalesce`]).
+//! event before the stream closes (what the OpenAI SDKs raise as an APIError).
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -104,60 +101,6 @@ pub fn body(
     }
 }
 
-/// Largest write [`coalesce`] makes of frames that were ready together.
-const COALESCE_BYTES: usize = 16 * 1024;
-
-/// `frames`, with the frames that are ready at the same moment joined into one: what the
-/// upstream delivered in one read goes to the client in one write, not one per event
-/// (each write to a socket costs a system call and wakes the reader). It never waits
-/// for a frame that is not ready, so nothing is delayed.
-pub fn coalesce<S>(frames: S) -> impl Stream<Item = Result<Bytes, Infallible>> + Send
-where
-    S: Stream<Item = Result<Bytes, Infallible>> + Send,
-{
-    Coalesce {
-        frames: Box::pin(frames),
-        ended: false,
-    }
-}
-
-struct Coalesce<S> {
-    frames: Pin<Box<S>>,
-    ended: bool,
-}
-
-impl<S> Stream for Coalesce<S>
-where
-    S: Stream<Item = Result<Bytes, Infallible>> + Send,
-{
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        let Some(Ok(first)) = ready!(this.frames.as_mut().poll_next(cx)) else {
-            this.ended = true;
-            return Poll::Ready(None);
-        };
-        let mut joined: Option<BytesMut> = None;
-        while joined.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_BYTES {
-            match this.frames.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(more))) => joined
-                    .get_or_insert_with(|| BytesMut::from(&first[..]))
-                    .extend_from_slice(&more),
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        Poll::Ready(Some(Ok(joined.map_or(first, BytesMut::freeze))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,34 +109,5 @@ mod tests {
     fn frames_are_data_lines_with_a_blank_line() {
         let b = frame(&serde_json::json!({"a": "x\ny"}));
         assert_eq!(&b[..], b"data: {\"a\":\"x\\ny\"}\n\n");
-    }
-
-    #[test]
-    fn ready_frames_leave_together_and_a_wait_splits_them() {
-        use futures::channel::mpsc;
-        use futures::task::noop_waker_ref;
-        let (tx, rx) = mpsc::unbounded::<Result<Bytes, Infallible>>();
-        let mut out = Box::pin(coalesce(rx));
-        let mut cx = Context::from_waker(noop_waker_ref());
-        tx.unbounded_send(Ok(Bytes::from_static(b"a"))).unwrap();
-        tx.unbounded_send(Ok(Bytes::from_static(b"b"))).unwrap();
-        let first = out.as_mut().poll_next(&mut cx);
-        assert!(matches!(first, Poll::Ready(Some(Ok(ref b))) if &b[..] == b"ab"));
-        assert!(out.as_mut().poll_next(&mut cx).is_pending());
-        tx.unbounded_send(Ok(Bytes::from_static(b"c"))).unwrap();
-        drop(tx);
-        let last = out.as_mut().poll_next(&mut cx);
-        assert!(matches!(last, Poll::Ready(Some(Ok(ref b))) if &b[..] == b"c"));
-        assert!(matches!(out.as_mut().poll_next(&mut cx), Poll::Ready(None)));
-    }
-
-    #[test]
-    fn a_long_run_of_ready_frames_is_cut_at_the_size_bound() {
-        let frames = (0..40).map(|_| Ok(Bytes::from(vec![b'x'; 1024])));
-        let out: Vec<_> = futures::executor::block_on(
-            coalesce(futures::stream::iter(frames)).collect::<Vec<_>>(),
-        );
-        let sizes: Vec<usize> = out.iter().map(|b| b.as_ref().unwrap().len()).collect();
-        assert_eq!(sizes, [16 * 1024, 16 * 1024, 8 * 1024]);
     }
 }
