@@ -138,7 +138,7 @@ impl Opts {
         if o.agent_clients.is_empty() || o.agent_clients.iter().any(|&c| c == 0 || c > 256) {
             return Err("--agent-clients: a list of values in 1..=256".into());
         }
-        if !(0.0..=60.0).contains(&o.warmup) || !(o.max_seconds > 0.0 && o.max_seconds <= 3600.0) {
+        if !((0.0..=60.0).contains(&o.warmup) && o.max_seconds > 0.0 && o.max_seconds <= 3600.0) {
             return Err("--warmup 0..=60 s, --max-seconds 0..=3600 s".into());
         }
         Ok(o)
@@ -326,8 +326,13 @@ async fn plain_phase(o: &Opts, t: &Arc<Target>) -> (Vec<f64>, usize, f64) {
             tokio::time::sleep_until(at.into()).await;
             let (body, t) = (body.clone(), t.clone());
             handles.push(tokio::spawn(async move {
-                let mut c = Client { conn: None, server: t };
-                c.post(&body, false).await.map(|_| at.elapsed().as_secs_f64())
+                let mut c = Client {
+                    conn: None,
+                    server: t,
+                };
+                c.post(&body, false)
+                    .await
+                    .map(|_| at.elapsed().as_secs_f64())
             }));
         }
         let (mut lat, mut errors) = (Vec::new(), 0);
