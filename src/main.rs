@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: the proxy hot path allocates small, short-lived
-/// buffers on every request, and glibc's allocator was 12% of its CPU profile
-/// (`loadtest/README.md`, "CPU per proxied request").
+/// With `--features mimalloc`, mimalloc instead of glibc's malloc: about 13% less CPU per
+/// proxied request, and 60–130 MB more RSS with the embedded engine, so it is not the
+/// default (`loadtest/README.md`, "What was cut").
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -167,12 +168,14 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()>
         config.server.listen = addr;
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all().worker_threads(
-        config
-            .server
-            .worker_threads
-            .unwrap_or(DEFAULT_WORKER_THREADS),
-    );
+    runtime.enable_all();
+    // `server.worker_threads`, else tokio's own TOKIO_WORKER_THREADS, else the default.
+    let from_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    match config.server.worker_threads {
+        Some(n) => _ = runtime.worker_threads(n),
+        None if from_env => {}
+        None => _ = runtime.worker_threads(DEFAULT_WORKER_THREADS),
+    }
     runtime
         .build()
         .context("cannot start the async runtime")?

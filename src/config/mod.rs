@@ -73,8 +73,8 @@ pub struct ServerConfig {
     /// How long in-flight requests may run on after SIGTERM / ctrl-c.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Async runtime worker threads (unset: 1, which proxies with the least CPU and
-    /// latency; more for over ~10,000 requests/s per replica).
+    /// Async runtime worker threads (unset: `TOKIO_WORKER_THREADS`, else 1, which proxies
+    /// with the least CPU and latency; more for over ~10,000 requests/s per replica).
     pub worker_threads: Option<usize>,
     /// When set, `GET /metrics` answers only `Authorization: Bearer <metrics_key>` (401
     /// otherwise): metrics name models, tenants' tools and traffic. Put it in an
