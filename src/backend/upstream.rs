@@ -4,12 +4,11 @@
 //! `call.rs`); sends with a time-to-response bound, maps transport failures to
 //! [`BackendError`], and streams bodies under the read timeout until dropped.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -324,10 +323,10 @@ fn body_stream(
 
 type ReqwestBody = dyn Stream<Item = reqwest::Result<Bytes>> + Send;
 
-/// [`body_stream`]'s stream. Its timer and cancellation wait are set up once per
-/// response, not per chunk: a wait for the next chunk only notes when it began (silence
-/// counts while the stream is asked for more, as a per-read timeout would), and a timer
-/// that fires before the silence is long enough moves to the new deadline.
+/// [`body_stream`]'s stream. Its timer is set up once per response, not per chunk: a
+/// wait for the next chunk only notes when it began (silence counts while the stream is
+/// asked for more, as a per-read timeout would), and a timer that fires before the
+/// silence is long enough moves to the new deadline.
 struct BodyStream {
     body: Pin<Box<ReqwestBody>>,
     backend: String,

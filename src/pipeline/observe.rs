@@ -29,9 +29,6 @@ pub struct Observed {
     /// When the last piece of text or tool call came (None before the first).
     last_token: Option<Instant>,
     inter_token: Histogram,
-    /// The shutdown deadline: read as a flag while events come, waited on (which
-    /// registers with its `Notify`) only while none is ready.
-    hard_stop: CancellationToken,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     ended: bool,
     _cancel_on_drop: DropGuard,
@@ -57,8 +54,7 @@ impl Observed {
             inter_token: metrics
                 .inter_token
                 .with_label_values(&[&*target.model, target.backend.name()]),
-            stopped: Box::pin(hard_stop.clone().cancelled_owned()),
-            hard_stop,
+            stopped: Box::pin(hard_stop.cancelled_owned()),
             ended: false,
             _cancel_on_drop: cancel_on_drop,
             _in_flight: in_flight,
@@ -75,15 +71,11 @@ impl Stream for Observed {
         if this.ended {
             return Poll::Ready(None);
         }
-        let next = this.inner.as_mut().poll_next(cx);
-        let stopped = match next {
-            Poll::Pending => this.stopped.as_mut().poll(cx).is_ready(),
-            Poll::Ready(_) => this.hard_stop.is_cancelled(),
-        };
-        if stopped {
+        if this.stopped.as_mut().poll(cx).is_ready() {
             this.ended = true;
             return Poll::Ready(Some(Err(BackendError::ShuttingDown)));
         }
+        let next = this.inner.as_mut().poll_next(cx);
         if let Poll::Ready(Some(item)) = &next {
             match item {
                 Ok(Event::Delta(_) | Event::ToolCall { .. }) => {
