@@ -3,6 +3,7 @@
 //! of engine. Adding an engine touches no other stage: implement the trait and add a
 //! `BackendKind` arm in [`build`].
 
+mod body;
 mod breaker;
 mod call;
 pub(crate) mod ollama;

@@ -2,12 +2,9 @@
 //! (TCP_NODELAY on), the timeouts and the resilience of the backend's calls (its
 //! [`Pool`] of members, [`Retry`] policy and optional [`Breaker`], applied in
 //! `call.rs`); sends with a time-to-response bound, maps transport failures to
-//! [`BackendError`], and streams bodies under the read timeout until dropped.
+//! [`BackendError`], and streams bodies (`body.rs`) under the read timeout until dropped.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +12,7 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, BreakerState};
-use super::pool::{MemberState, Outstanding, Pool};
+use super::pool::{MemberState, Pool};
 use super::retry::Retry;
 use crate::config::BackendConfig;
 use crate::error::BackendError;
@@ -118,7 +115,7 @@ impl Upstream {
             r = self.call(endpoint, build) => r?,
             _ = cancel.cancelled() => return Err(BackendError::Protocol("cancelled".into())),
         };
-        Ok(body_stream(
+        Ok(super::body::stream(
             &self.name,
             response,
             self.read_timeout,
@@ -274,7 +271,11 @@ pub fn error_message(body: &[u8]) -> String {
     }
 }
 
-fn transport_error(backend: &str, e: &reqwest::Error, timeout: Duration) -> BackendError {
+pub(super) fn transport_error(
+    backend: &str,
+    e: &reqwest::Error,
+    timeout: Duration,
+) -> BackendError {
     if e.is_timeout() {
         BackendError::Timeout {
             backend: backend.to_owned(),
@@ -296,103 +297,4 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
-}
-
-/// The response body as a stream of chunks (the request counted on its pool member
-/// until the stream drops) that fails with `Timeout` when the upstream is silent for
-/// longer than `read_timeout`. Dropping it drops the upstream connection: that is how a
-/// generation is cancelled once it streams (the pipeline's `Observed` owns the stream
-/// and drops it with the cancellation), so it watches no token per chunk.
-fn body_stream(
-    backend: &str,
-    response: reqwest::Response,
-    read_timeout: Duration,
-    outstanding: Outstanding,
-) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static {
-    let now = tokio::time::Instant::now();
-    BodyStream {
-        body: Box::pin(response.bytes_stream()),
-        backend: backend.to_owned(),
-        read_timeout,
-        waiting_since: None,
-        silence: Box::pin(tokio::time::sleep_until(now + read_timeout)),
-        done: false,
-        _outstanding: outstanding,
-    }
-}
-
-type ReqwestBody = dyn Stream<Item = reqwest::Result<Bytes>> + Send;
-
-/// [`body_stream`]'s stream. Its timer is set up once per response, not per chunk: a
-/// wait for the next chunk only notes when it began (silence counts while the stream is
-/// asked for more, as a per-read timeout would), and a timer that fires before the
-/// silence is long enough moves to the new deadline.
-struct BodyStream {
-    body: Pin<Box<ReqwestBody>>,
-    backend: String,
-    read_timeout: Duration,
-    /// When the current wait for a chunk began (none while the reader is busy).
-    waiting_since: Option<tokio::time::Instant>,
-    silence: Pin<Box<tokio::time::Sleep>>,
-    done: bool,
-    /// Counted on its member for as long as the body streams.
-    _outstanding: Outstanding,
-}
-
-impl Stream for BodyStream {
-    type Item = Result<Bytes, BackendError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match this.body.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                this.waiting_since = None;
-                return Poll::Ready(Some(Ok(bytes)));
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                let err = transport_error(&this.backend, &e, this.read_timeout);
-                return Poll::Ready(Some(Err(err)));
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                return Poll::Ready(None);
-            }
-            Poll::Pending => {}
-        }
-        let since = *this
-            .waiting_since
-            .get_or_insert_with(tokio::time::Instant::now);
-        loop {
-            ready!(this.silence.as_mut().poll(cx));
-            let due = since + this.read_timeout;
-            if tokio::time::Instant::now() >= due {
-                this.done = true;
-                return Poll::Ready(Some(Err(BackendError::Timeout {
-                    backend: this.backend.clone(),
-                    after: this.read_timeout,
-                })));
-            }
-            this.silence.as_mut().reset(due);
-        }
-    }
-}
-
-/// Split `body` at the given offsets (modulo its length): how a test feeds a parser the
-/// chunk boundaries a network might produce.
-#[cfg(test)]
-pub fn split_at(body: &[u8], cuts: Vec<usize>) -> Vec<Result<Bytes, BackendError>> {
-    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    for c in cuts.into_iter().chain([body.len()]) {
-        pieces.push(Ok(Bytes::copy_from_slice(&body[start..c])));
-        start = c;
-    }
-    pieces
 }

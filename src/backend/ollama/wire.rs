@@ -464,7 +464,7 @@ mod tests {
                 "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}]},\"done\":false}\n",
                 "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":4,\"eval_count\":2}\n",
             ).as_bytes();
-            let pieces = crate::backend::upstream::split_at(body, cuts);
+            let pieces = crate::backend::body::split_at(body, cuts);
             let out: Vec<Event> = futures::executor::block_on(
                 events("o".into(), futures::stream::iter(pieces)).collect::<Vec<_>>(),
             )

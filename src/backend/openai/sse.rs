@@ -139,7 +139,7 @@ mod tests {
         #[test]
         fn cuts_do_not_change_the_events(cuts in proptest::collection::vec(0usize..80, 0..8)) {
             let body: &[u8] = b"\xEF\xBB\xBFdata: {\"a\":1}\r\n\r\n: c\rdata: b\r\rdata: x\ndata: y\n\n";
-            let pieces = crate::backend::upstream::split_at(body, cuts);
+            let pieces = crate::backend::body::split_at(body, cuts);
             let pieces: Vec<_> = pieces.into_iter().map(Result::unwrap).collect();
             let pieces: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
             proptest::prop_assert_eq!(decode(&pieces), ["{\"a\":1}", "b", "x\ny"]);

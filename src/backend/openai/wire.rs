@@ -493,7 +493,7 @@ mod tests {
                 "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
                 "data: [DONE]\n\n",
             ).as_bytes();
-            let pieces = crate::backend::upstream::split_at(body, cuts);
+            let pieces = crate::backend::body::split_at(body, cuts);
             let out: Vec<Event> = futures::executor::block_on(
                 events("up".into(), futures::stream::iter(pieces)).collect::<Vec<_>>(),
             )
