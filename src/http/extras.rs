@@ -84,23 +84,72 @@ impl<'de> Visitor<'de> for ExtrasVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SamplingExtras, A::Error> {
         let mut out = SamplingExtras::default();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "top_k" => out.top_k = map.next_value()?,
-                "temperature" => out.temperature = map.next_value()?,
-                "top_p" => out.top_p = map.next_value()?,
-                "presence_penalty" => out.presence_penalty = map.next_value()?,
-                "frequency_penalty" => out.frequency_penalty = map.next_value()?,
-                k if OPENAI_FIELDS.contains(&k) => {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::TopK => out.top_k = map.next_value()?,
+                Key::Temperature => out.temperature = map.next_value()?,
+                Key::TopP => out.top_p = map.next_value()?,
+                Key::PresencePenalty => out.presence_penalty = map.next_value()?,
+                Key::FrequencyPenalty => out.frequency_penalty = map.next_value()?,
+                Key::OpenAi => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                _ => {
+                Key::Unknown(name) => {
                     let value = map.next_value::<Value>()?;
-                    out.unknown.insert(key, value);
+                    out.unknown.insert(name, value);
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// A top-level key, told apart without allocating: only an unknown one is kept.
+enum Key {
+    TopK,
+    Temperature,
+    TopP,
+    PresencePenalty,
+    FrequencyPenalty,
+    OpenAi,
+    Unknown(String),
+}
+
+impl Key {
+    fn of(name: &str) -> Option<Key> {
+        Some(match name {
+            "top_k" => Key::TopK,
+            "temperature" => Key::Temperature,
+            "top_p" => Key::TopP,
+            "presence_penalty" => Key::PresencePenalty,
+            "frequency_penalty" => Key::FrequencyPenalty,
+            k if OPENAI_FIELDS.contains(&k) => Key::OpenAi,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key, E> {
+        Ok(Key::of(name).unwrap_or_else(|| Key::Unknown(name.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, name: String) -> Result<Key, E> {
+        Ok(Key::of(&name).unwrap_or(Key::Unknown(name)))
     }
 }
 

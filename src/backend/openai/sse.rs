@@ -49,9 +49,9 @@ impl Decoder {
                 self.after_cr = false;
             }
             let end = memchr::memchr2(b'\n', b'\r', &self.buf)?;
-            let line = self.buf.split_to(end);
-            let terminator = self.buf[0];
-            self.buf.advance(1);
+            let dispatch = take_line(&mut self.data, &self.buf[..end]);
+            let terminator = self.buf[end];
+            self.buf.advance(end + 1);
             if terminator == b'\r' {
                 match self.buf.first() {
                     Some(b'\n') => self.buf.advance(1),
@@ -59,36 +59,35 @@ impl Decoder {
                     None => self.after_cr = true,
                 }
             }
-            if let Some(data) = self.line(&line) {
+            if dispatch {
+                let mut data = std::mem::take(&mut self.data);
+                data.pop(); // the LF after the last data line
                 return Some(data);
             }
         }
     }
+}
 
-    /// Take in one line; a blank line dispatches the event assembled so far.
-    fn line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
-        if line.is_empty() {
-            if self.data.is_empty() {
-                return None;
-            }
-            let mut data = std::mem::take(&mut self.data);
-            data.pop(); // the LF after the last data line
-            return Some(data);
-        }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(0) => return None, // a comment
-            Some(i) => {
-                let value = &line[i + 1..];
-                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
-        if field == b"data" {
-            self.data.extend_from_slice(value);
-            self.data.push(b'\n');
-        }
-        None
+/// Take in one line of an event into its `data`; true when the line is blank and ends
+/// an event that has data.
+fn take_line(data: &mut Vec<u8>, line: &[u8]) -> bool {
+    if line.is_empty() {
+        return !data.is_empty();
     }
+    let (field, value) = match memchr::memchr(b':', line) {
+        Some(0) => return false, // a comment
+        Some(i) => {
+            let value = &line[i + 1..];
+            (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &b""[..]),
+    };
+    if field == b"data" {
+        data.reserve(value.len() + 1);
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    false
 }
 
 #[cfg(test)]
