@@ -22,6 +22,9 @@
 #   RUN_SECONDS [10]  WARMUP [2]  ROUNDS [2]  CONNECTIONS [32]  MODES [nonstream,stream]
 #   TOKENS [8] content chunks per upstream answer   TARGET_RATIO [1.5]
 #   HOP_CPU [1]  LOAD_CPU [0]   SLUICE_BIN  use this binary instead of building one
+#   NGINX_ACCESS_LOG=1  nginx writes its default access log (one line per request, to a
+#           file under the results), as a deployed hop usually does; off by default, the
+#           bare floor
 #   PERF=1  after the measured phases, one more sluice phase per mode under
 #           `perf record -g` (results/…/perf-MODE.data; not counted in the table)
 set -euo pipefail
@@ -38,6 +41,7 @@ TARGET_RATIO="${TARGET_RATIO:-1.5}"
 HOP_CPU="${HOP_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PERF="${PERF:-0}"
+NGINX_ACCESS_LOG="${NGINX_ACCESS_LOG:-0}"
 CARGO="${CARGO:-cargo}"
 MODEL="bench-model"
 
@@ -77,8 +81,10 @@ pids+=($!)
 # --- nginx, on the hop CPU ----------------------------------------------------------------
 ng_port="$("$BIN/bench-loadgen" free-port)"
 mkdir -p "$out/nginx"
+access_log="access_log off;"
+[[ "$NGINX_ACCESS_LOG" == 1 ]] && access_log="access_log $out/nginx/access.log;"
 cat >"$out/nginx/nginx.conf" <<EOF
-# Written by loadtest/cpu.sh: one process, a keep-alive upstream, nothing logged.
+# Written by loadtest/cpu.sh: one process, a keep-alive upstream, access log per NGINX_ACCESS_LOG.
 daemon off;
 master_process off;
 worker_processes 1;
@@ -86,7 +92,7 @@ pid $out/nginx/nginx.pid;
 error_log $out/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log off;
+  $access_log
   client_body_temp_path $out/nginx/body;
   proxy_temp_path $out/nginx/proxy;
   fastcgi_temp_path $out/nginx/fastcgi;
@@ -124,7 +130,7 @@ sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
 log "upstream :$up_port (CPU $LOAD_CPU), nginx pid $nginx_pid :$ng_port and sluice pid $sluice_pid :$gw_port (CPU $HOP_CPU)"
 
-write_context "RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU loadtest/cpu.sh"
+write_context "RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG loadtest/cpu.sh"
 
 # --- requests -------------------------------------------------------------------------------
 for mode in ${MODES//,/ }; do
@@ -194,6 +200,9 @@ if [[ "$PERF" == 1 ]]; then
     wait "$perf_pid" 2>/dev/null || true
   done
 fi
+
+# The access log (NGINX_ACCESS_LOG=1) is about 150 MB per phase and only there to be paid for.
+rm -f "$out/nginx/access.log"
 
 # --- report ---------------------------------------------------------------------------------
 status=0

@@ -20,7 +20,7 @@
 #   SLUICE_BIN  use this binary instead of building target/release/sluice
 #   SLUICE_LOG  [warn] RUST_LOG for sluice
 #   PERF=1      also record a `perf record -g` profile of sluice during the run
-#   WORKERS     sluice's `server.worker_threads` (default: one per core)
+#   WORKERS     sluice's `server.worker_threads` (default: sluice's own, one worker)
 #   LIMITS=1    with every limit on (rates, tokens, in-flight and model caps), set high
 #               enough to admit every request: what enforcing them costs
 set -euo pipefail
