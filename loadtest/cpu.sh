@@ -21,6 +21,8 @@
 # Environment (defaults in brackets):
 #   RUN_SECONDS [10]  WARMUP [2]  ROUNDS [2]  CONNECTIONS [32]  MODES [nonstream,stream]
 #   TOKENS [8] content chunks per upstream answer   TARGET_RATIO [1.5]
+#   PROMPT_BYTES [0]  pad the user message with this many bytes of words (how the cost
+#           grows with the prompt: sluice reads and re-encodes it, nginx copies it)
 #   HOP_CPU [1]  LOAD_CPU [0]   SLUICE_BIN  use this binary instead of building one
 #   NGINX_ACCESS_LOG=1  nginx writes its default access log (one line per request, to a
 #           file under the results), as a deployed hop usually does; off by default, the
@@ -38,6 +40,7 @@ CONNECTIONS="${CONNECTIONS:-32}"
 MODES="${MODES:-nonstream,stream}"
 TOKENS="${TOKENS:-8}"
 TARGET_RATIO="${TARGET_RATIO:-1.5}"
+PROMPT_BYTES="${PROMPT_BYTES:-0}"
 HOP_CPU="${HOP_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PERF="${PERF:-0}"
@@ -99,6 +102,8 @@ http {
   uwsgi_temp_path $out/nginx/uwsgi;
   scgi_temp_path $out/nginx/scgi;
   client_max_body_size 4m;
+  # prompts stay in memory (nginx's default, 16k, spools bigger bodies to a temp file)
+  client_body_buffer_size 4m;
   upstream bench { server 127.0.0.1:$up_port; keepalive 64; }
   server {
     listen 127.0.0.1:$ng_port;
@@ -130,16 +135,20 @@ sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
 log "upstream :$up_port (CPU $LOAD_CPU), nginx pid $nginx_pid :$ng_port and sluice pid $sluice_pid :$gw_port (CPU $HOP_CPU)"
 
-write_context "RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG loadtest/cpu.sh"
+write_context "RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS PROMPT_BYTES=$PROMPT_BYTES HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG loadtest/cpu.sh"
 
 # --- requests -------------------------------------------------------------------------------
+padding=""
+if [[ "$PROMPT_BYTES" -gt 0 ]]; then
+  padding=" $(python3 -c 'import sys; w = "lorem ipsum dolor sit amet "; n = int(sys.argv[1]); print((w * (n // len(w) + 1))[:n].strip())' "$PROMPT_BYTES")"
+fi
 for mode in ${MODES//,/ }; do
   case "$mode" in
     nonstream) stream=false ;;
     stream) stream=true ;;
     *) log "unknown mode $mode (nonstream, stream)"; exit 1 ;;
   esac
-  body="{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},{\"role\":\"user\",\"content\":\"Say hello in one short sentence.\"}],\"max_tokens\":32,\"temperature\":0,\"stream\":$stream}"
+  body="{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},{\"role\":\"user\",\"content\":\"Say hello in one short sentence.$padding\"}],\"max_tokens\":32,\"temperature\":0,\"stream\":$stream}"
   printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n' \
     "$body" >"$out/$mode.lua"
   # Each hop must give the same kind of answer before it is measured.
