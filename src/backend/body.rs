@@ -19,13 +19,14 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::pool::Outstanding;
 use super::upstream::transport_error;
 use crate::error::BackendError;
 
-/// Most bytes one hand-over gathers: a bound on the copy, far above a burst of events.
+/// Most bytes one hand-over gathers: a bound on what is held back, far above a burst of
+/// events.
 const GATHER_BYTES: usize = 64 * 1024;
 
 /// `response`'s body as a stream of byte runs (the request counted on its pool member
@@ -39,21 +40,39 @@ pub(super) fn stream(
     read_timeout: Duration,
     outstanding: Outstanding,
 ) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static {
-    let name = backend.to_owned();
-    let chunks = response
-        .bytes_stream()
-        .map(move |chunk| chunk.map_err(|e| transport_error(&name, &e, read_timeout)));
-    BodyStream::new(Box::pin(chunks), backend, read_timeout, Some(outstanding))
+    BodyStream::new(
+        Box::pin(response.bytes_stream()),
+        backend,
+        read_timeout,
+        Some(outstanding),
+    )
 }
 
-type Chunks = dyn Stream<Item = Result<Bytes, BackendError>> + Send;
+/// A failure while reading a body, as the backend reports it.
+trait ReadFailure {
+    fn into_error(self, backend: &str, read_timeout: Duration) -> BackendError;
+}
+
+impl ReadFailure for reqwest::Error {
+    fn into_error(self, backend: &str, read_timeout: Duration) -> BackendError {
+        transport_error(backend, &self, read_timeout)
+    }
+}
+
+impl ReadFailure for BackendError {
+    fn into_error(self, _: &str, _: Duration) -> BackendError {
+        self
+    }
+}
+
+type Chunks<E> = dyn Stream<Item = Result<Bytes, E>> + Send;
 
 /// [`stream`]'s stream. Its timer is set up once per response, not per chunk: a wait
 /// for the next chunk only notes when it began (silence counts while the stream is asked
 /// for more, as a per-read timeout would), and a timer that fires before the silence is
 /// long enough moves to the new deadline.
-struct BodyStream {
-    body: Pin<Box<Chunks>>,
+struct BodyStream<E> {
+    body: Pin<Box<Chunks<E>>>,
     backend: String,
     read_timeout: Duration,
     /// When the current wait for a chunk began (none while the reader is busy).
@@ -64,8 +83,8 @@ struct BodyStream {
     gathered_bytes: usize,
     /// Whether this gathering has already let the connection task run once.
     yielded: bool,
-    /// Whether the gathered chunks are being handed over (one per poll, all ready).
-    handing_over: bool,
+    /// Chunks being handed over, one per poll, all ready (`gathered` is empty meanwhile).
+    handed: VecDeque<Bytes>,
     /// A failure that came after gathered chunks: reported once they are handed over.
     failed: Option<BackendError>,
     done: bool,
@@ -73,9 +92,9 @@ struct BodyStream {
     _outstanding: Option<Outstanding>,
 }
 
-impl BodyStream {
+impl<E> BodyStream<E> {
     fn new(
-        body: Pin<Box<Chunks>>,
+        body: Pin<Box<Chunks<E>>>,
         backend: &str,
         read_timeout: Duration,
         outstanding: Option<Outstanding>,
@@ -90,39 +109,29 @@ impl BodyStream {
             gathered: VecDeque::new(),
             gathered_bytes: 0,
             yielded: false,
-            handing_over: false,
+            handed: VecDeque::new(),
             failed: None,
             done: false,
             _outstanding: outstanding,
         }
     }
 
-    /// Start handing over the gathered chunks: the first now, the rest (see
-    /// [`Self::handing_over`]) at the next polls, which find them ready.
+    /// Start handing over the gathered chunks: the first now, the rest at the next
+    /// polls, which find them ready.
     fn hand_over(&mut self) -> Option<Bytes> {
-        self.yielded = false;
+        std::mem::swap(&mut self.gathered, &mut self.handed);
         self.gathered_bytes = 0;
-        self.handing_over = true;
-        self.handing_over()
-    }
-
-    /// The next gathered chunk while a hand-over is under way.
-    fn handing_over(&mut self) -> Option<Bytes> {
-        if !self.handing_over {
-            return None;
-        }
-        let chunk = self.gathered.pop_front();
-        self.handing_over = !self.gathered.is_empty();
-        chunk
+        self.yielded = false;
+        self.handed.pop_front()
     }
 }
 
-impl Stream for BodyStream {
+impl<E: ReadFailure> Stream for BodyStream<E> {
     type Item = Result<Bytes, BackendError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(chunk) = this.handing_over() {
+        if let Some(chunk) = this.handed.pop_front() {
             return Poll::Ready(Some(Ok(chunk)));
         }
         if this.done {
@@ -139,8 +148,9 @@ impl Stream for BodyStream {
                         return Poll::Ready(this.hand_over().map(Ok));
                     }
                 }
-                Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(Some(Err(e))) => {
                     this.done = true;
+                    let err = e.into_error(&this.backend, this.read_timeout);
                     return match this.hand_over() {
                         Some(chunk) => {
                             this.failed = Some(err);
@@ -203,7 +213,7 @@ pub fn split_at(body: &[u8], cuts: Vec<usize>) -> Vec<Result<Bytes, BackendError
 mod tests {
     use super::*;
     use futures::channel::{mpsc, oneshot};
-    use futures::SinkExt;
+    use futures::{SinkExt, StreamExt};
 
     /// A body read the way hyper's client hands it over: a "connection" task sends the
     /// chunks through a one-slot channel, so each waits until the reader took the last.
@@ -211,7 +221,7 @@ mod tests {
     fn connection(
         chunks: Vec<Result<Bytes, BackendError>>,
         wait_before: Option<usize>,
-    ) -> (BodyStream, oneshot::Sender<()>) {
+    ) -> (BodyStream<BackendError>, oneshot::Sender<()>) {
         let (mut tx, rx) = mpsc::channel(0);
         let (go, mut gate) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -229,7 +239,9 @@ mod tests {
     }
 
     /// What the server polling the body sees: `R` an item, `P` not ready, `E` the end.
-    async fn trace(mut body: BodyStream) -> (String, Vec<Result<Bytes, BackendError>>) {
+    async fn trace(
+        mut body: BodyStream<BackendError>,
+    ) -> (String, Vec<Result<Bytes, BackendError>>) {
         let (mut seen, mut items) = (String::new(), Vec::new());
         std::future::poll_fn(|cx| loop {
             match Pin::new(&mut body).poll_next(cx) {
