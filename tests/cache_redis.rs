@@ -53,12 +53,14 @@ async fn a_second_replica_gets_a_hit_written_by_the_first() {
     let second = Gateway::start(&toml).await;
 
     let body = deterministic("shared between replicas");
+    // Both replicas and this test connected (the replicas connect in the background).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    common::wait_for_redis_clients(&mut conn, 3).await;
     let (status, original) = ask(&first, &body).await;
     assert_eq!(status, "miss");
     // The write to Redis follows the answer: wait until Redis holds it (asking the second
     // replica before that would be a miss, and a second upstream call).
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let keys: Vec<String> = redis::cmd("KEYS")

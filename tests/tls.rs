@@ -692,12 +692,14 @@ async fn the_cache_shares_answers_through_rediss() {
     let second = common::Gateway::start(&toml).await;
     let mut body = common::chat_body("m", "shared over TLS");
     body["temperature"] = json!(0);
+    // Both replicas and this test connected (the replicas connect in the background).
+    let mut conn = redis_client(redis.port, &pki.ca_path()).await;
+    common::wait_for_redis_clients(&mut conn, 3).await;
 
     let resp = first.post("/v1/chat/completions", &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-sluice-cache"], "miss");
     // The write to Redis follows the answer: wait until Redis holds it.
-    let mut conn = redis_client(redis.port, &pki.ca_path()).await;
     let deadline = Instant::now() + STEP;
     loop {
         let keys: Vec<String> = redis::cmd("KEYS")

@@ -173,3 +173,33 @@ pub async fn metric(gw: &Gateway, prefix: &str) -> f64 {
 pub fn chat_body(model: &str, text: &str) -> serde_json::Value {
     serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
 }
+
+/// Wait until Redis counts at least `clients` connections. sluice replicas connect to the
+/// cache's shared level in the background, and an answer finished before that is not
+/// written to Redis, so a test that expects the write waits for the replicas first.
+pub async fn wait_for_redis_clients(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    clients: usize,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info: String = ::redis::cmd("INFO")
+            .arg("clients")
+            .query_async(conn)
+            .await
+            .unwrap();
+        let connected = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if connected >= clients {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {connected} of {clients} clients connected to redis"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
