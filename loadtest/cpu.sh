@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # CPU time per proxied request: sluice against a bare nginx `proxy_pass` hop (the
 # practical floor) in front of the same fast upstream, in one run. `make bench-cpu` runs
-# it. Everything on 127.0.0.1; every process started here is stopped on exit.
+# it. A third hop, bench-hop (loadtest/bench), is the floor of sluice's own stack: a bare
+# pass-through built from hyper, hyper-util's pooled client and tokio alone, the crates
+# under sluice's server and upstream client, with no JSON, metrics or logs. Everything on
+# 127.0.0.1; every process started here is stopped on exit.
 #
 #   loadtest/cpu.sh                              # 2 rounds x 10 s per hop and mode
 #   RUN_SECONDS=5 ROUNDS=1 MODES=nonstream loadtest/cpu.sh
 #   PERF=1 loadtest/cpu.sh                       # plus a perf profile of sluice per mode
 #
-# Set-up, as the hot-path issue measured it: the hop under test (nginx or sluice) alone on
+# Set-up, as the hot-path issue measured it: the hop under test (nginx, hyper or sluice) alone on
 # CPU $HOP_CPU; the test upstream (loadtest/bench bench-upstream, one thread) and wrk (one
 # thread, $CONNECTIONS keep-alive connections, closed loop) on CPU $LOAD_CPU. sluice runs
 # with `worker_threads = 1`, the cache off and one OpenAI-compatible backend; nginx with one
@@ -20,6 +23,8 @@
 #
 # Environment (defaults in brackets):
 #   RUN_SECONDS [10]  WARMUP [2]  ROUNDS [2]  CONNECTIONS [32]  MODES [nonstream,stream]
+#   HOPS [nginx,hyper,sluice]  which hops to measure (nginx and sluice are always measured;
+#           drop hyper to save a third of the time)
 #   TOKENS [8] content chunks per upstream answer   TARGET_RATIO [1.5]
 #   PROMPT_BYTES [0]  pad the user message with this many bytes of words (how the cost
 #           grows with the prompt: sluice reads and re-encodes it, nginx copies it)
@@ -27,6 +32,12 @@
 #   NGINX_ACCESS_LOG=1  nginx writes its default access log (one line per request, to a
 #           file under the results), as a deployed hop usually does; off by default, the
 #           bare floor
+#   RATE=N  open loop at N requests/s (bench-loadgen, one keep-alive connection per request
+#           in flight) instead of wrk's closed loop. Closed loop saturates the hop under
+#           test, so the cheaper hop's peers (wrk, the upstream) stay busy while the dearer
+#           hop's sit idle and each of its loopback writes pays a cross-CPU wake-up; at a
+#           fixed rate below every hop's capacity, all hops pay the same wake-ups, as a
+#           gateway does in service. The table then also gives each hop's added p50.
 #   PERF=1  after the measured phases, one more sluice phase per mode under
 #           `perf record -g` (results/…/perf-MODE.data; not counted in the table)
 set -euo pipefail
@@ -44,7 +55,12 @@ PROMPT_BYTES="${PROMPT_BYTES:-0}"
 HOP_CPU="${HOP_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PERF="${PERF:-0}"
+RATE="${RATE:-}"
 NGINX_ACCESS_LOG="${NGINX_ACCESS_LOG:-0}"
+HOPS="${HOPS:-nginx,hyper,sluice}"
+hops_all=(nginx)
+[[ ",$HOPS," == *,hyper,* ]] && hops_all+=(hyper)
+hops_all+=(sluice)
 CARGO="${CARGO:-cargo}"
 MODEL="bench-model"
 
@@ -71,7 +87,7 @@ fi
 source "$here/common.sh"
 bench_setup cpu
 n_modes=$(( $(tr -cd ',' <<<"$MODES" | wc -c) + 1 ))
-budget=$(( n_modes * (ROUNDS + 1) * 2 * (RUN_SECONDS + WARMUP + 2) + 120 ))
+budget=$(( n_modes * (ROUNDS + 1) * ${#hops_all[@]} * (RUN_SECONDS + WARMUP + 2) + 120 ))
 
 # --- upstream, on the load CPU ------------------------------------------------------------
 up_port="$("$BIN/bench-loadgen" free-port)"
@@ -124,6 +140,18 @@ pids+=($!)
 nginx_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$nginx_pid" ]] || { log "cannot find the nginx process"; exit 1; }
 
+# --- the bare hyper hop, on the hop CPU ----------------------------------------------------
+hop_port="" hop_pid=""
+if [[ " ${hops_all[*]} " == *" hyper "* ]]; then
+  hop_port="$("$BIN/bench-loadgen" free-port)"
+  timeout -s TERM "$budget" taskset -c "$HOP_CPU" "$BIN/bench-hop" --listen "127.0.0.1:$hop_port" \
+    --upstream "127.0.0.1:$up_port" --max-seconds "$budget" >"$out/hop.log" 2>&1 &
+  pids+=($!)
+  "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$hop_port/v1/models" --timeout 20
+  hop_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
+  [[ -n "$hop_pid" ]] || { log "cannot find the bench-hop process"; exit 1; }
+fi
+
 # --- sluice, on the hop CPU ---------------------------------------------------------------
 gw_port="$("$BIN/bench-loadgen" free-port)"
 proxy_config "$out/sluice.toml" "$gw_port" "$up_port" "$MODEL" "worker_threads = 1"
@@ -133,9 +161,9 @@ pids+=($!)
 wait_ready sluice "$gw_port" 60 "$out/sluice.log"
 sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
-log "upstream :$up_port (CPU $LOAD_CPU), nginx pid $nginx_pid :$ng_port and sluice pid $sluice_pid :$gw_port (CPU $HOP_CPU)"
+log "upstream :$up_port (CPU $LOAD_CPU); on CPU $HOP_CPU: nginx pid $nginx_pid :$ng_port${hop_pid:+, bench-hop pid $hop_pid :$hop_port}, sluice pid $sluice_pid :$gw_port"
 
-write_context "RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS PROMPT_BYTES=$PROMPT_BYTES HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG loadtest/cpu.sh"
+write_context "HOPS=$(IFS=,; echo "${hops_all[*]}")${RATE:+ RATE=$RATE} RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS PROMPT_BYTES=$PROMPT_BYTES HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG loadtest/cpu.sh"
 
 # --- requests -------------------------------------------------------------------------------
 padding=""
@@ -152,7 +180,7 @@ for mode in ${MODES//,/ }; do
   printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n' \
     "$body" >"$out/$mode.lua"
   # Each hop must give the same kind of answer before it is measured.
-  for port in "$ng_port" "$gw_port"; do
+  for port in "$ng_port" $hop_port "$gw_port"; do
     answer="$(curl -sS --max-time 5 -H 'content-type: application/json' -d "$body" \
       "http://127.0.0.1:$port/v1/chat/completions")"
     if [[ "$stream" == true ]]; then
@@ -163,6 +191,29 @@ for mode in ${MODES//,/ }; do
   done
 done
 
+# rate_phase MODE HOP PORT PID SECONDS: like phase, at RATE requests/s (bench-loadgen,
+# which sends the same load straight to the upstream first; only the hop's phase counts).
+# Prints "requests cpu_us errors added_p50_us".
+rate_phase() {
+  local mode="$1" hop="$2" port="$3" pid="$4" seconds="$5" json
+  json="$out/loadgen-$mode-$hop.json"
+  taskset -c "$LOAD_CPU" "$BIN/bench-loadgen" run --direct "http://127.0.0.1:$up_port/v1" \
+    --gateway "http://127.0.0.1:$port/v1" --rate "$RATE" --duration "$seconds" --warmup 1 \
+    --rounds 1 --modes "$mode" --model "$MODEL" --gateway-pid "$pid" \
+    --json "$json" >"$out/loadgen-$mode-$hop.log" 2>&1 || true
+  python3 - "$json" <<'PY'
+import json, sys
+try:
+    m = json.load(open(sys.argv[1]))["modes"][0]
+except (OSError, ValueError, KeyError, IndexError):
+    print("0 0 0 0")
+    sys.exit()
+g = m["gateway"]
+print(g["ok"], round(g["cpu_us_per_req"]["sluice"] * g["ok"]), g["errors"],
+      round(m["added"]["p50_us"], 1))
+PY
+}
+
 # cpu_ticks PID: user + system clock ticks of the process (all its threads).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 tck="$(getconf CLK_TCK)"
@@ -170,6 +221,10 @@ tck="$(getconf CLK_TCK)"
 # phase MODE HOP PORT PID SECONDS: one wrk run; prints "requests cpu_us errors".
 phase() {
   local mode="$1" hop="$2" port="$3" pid="$4" seconds="$5" before after log
+  if [[ -n "$RATE" ]]; then
+    rate_phase "$@"
+    return
+  fi
   log="$out/wrk-$mode-$hop.log"
   before="$(cpu_ticks "$pid")"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s \
@@ -185,15 +240,24 @@ phase() {
 : >"$out/phases.tsv"
 for mode in ${MODES//,/ }; do
   for round in $(seq "$ROUNDS"); do
-    # Alternate which hop goes first, so slow drift of the machine hits both alike.
-    hops=(nginx sluice)
-    (( round % 2 == 0 )) && hops=(sluice nginx)
+    # Reverse the order of the hops every other round, so slow drift of the machine hits
+    # them alike.
+    hops=("${hops_all[@]}")
+    if (( round % 2 == 0 )); then
+      hops=()
+      for (( i = ${#hops_all[@]} - 1; i >= 0; i-- )); do hops+=("${hops_all[$i]}"); done
+    fi
     for hop in "${hops[@]}"; do
-      if [[ "$hop" == nginx ]]; then port="$ng_port" pid="$nginx_pid"; else port="$gw_port" pid="$sluice_pid"; fi
-      phase "$mode" "$hop" "$port" "$pid" "$WARMUP" >/dev/null
-      read -r n cpu_us errors < <(phase "$mode" "$hop" "$port" "$pid" "$RUN_SECONDS")
-      [[ "$n" -gt 0 ]] || { log "$mode $hop: wrk counted no request (see $out/wrk-$mode-$hop.log)"; exit 1; }
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$hop" "$round" "$n" "$cpu_us" "$errors" >>"$out/phases.tsv"
+      case "$hop" in
+        nginx) port="$ng_port" pid="$nginx_pid" ;;
+        hyper) port="$hop_port" pid="$hop_pid" ;;
+        *) port="$gw_port" pid="$sluice_pid" ;;
+      esac
+      # (bench-loadgen warms up by itself)
+      [[ -n "$RATE" ]] || phase "$mode" "$hop" "$port" "$pid" "$WARMUP" >/dev/null
+      read -r n cpu_us errors added < <(phase "$mode" "$hop" "$port" "$pid" "$RUN_SECONDS")
+      [[ "$n" -gt 0 ]] || { log "$mode $hop: no request counted (see the wrk or loadgen log under $out)"; exit 1; }
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$hop" "$round" "$n" "$cpu_us" "$errors" "${added:-}" >>"$out/phases.tsv"
       log "$mode round $round $hop: $n requests, $(awk -v c="$cpu_us" -v n="$n" 'BEGIN { printf "%.1f", c / n }') CPU µs/request, $errors errors"
     done
   done
@@ -215,23 +279,28 @@ rm -f "$out/nginx/access.log"
 
 # --- report ---------------------------------------------------------------------------------
 status=0
-python3 - "$out" "$TARGET_RATIO" "$RUN_SECONDS" "$CONNECTIONS" >"$out/result.md" <<'EOF' || status=$?
+python3 - "$out" "$TARGET_RATIO" "$RUN_SECONDS" "$CONNECTIONS" "$RATE" >"$out/result.md" <<'EOF' || status=$?
 import json, statistics, sys
-out, target, seconds, conns = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, target, seconds, conns, rate = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rows = [l.split("\t") for l in open(f"{out}/phases.tsv").read().splitlines() if l]
-by = {}
-for mode, hop, rnd, n, cpu, err in rows:
+by, added = {}, {}
+for mode, hop, rnd, n, cpu, err, p50 in rows:
     by.setdefault((mode, hop), []).append((int(n), float(cpu), int(err)))
+    if p50:
+        added.setdefault((mode, hop), []).append(float(p50))
 modes = list(dict.fromkeys(r[0] for r in rows))
-print(f"CPU per proxied request: one hop alone on a CPU, wrk with {conns} keep-alive connections, "
+load = (f"open loop at {rate} requests/s (bench-loadgen)" if rate
+        else f"wrk with {conns} keep-alive connections (closed loop)")
+print(f"CPU per proxied request: one hop alone on a CPU, {load}, "
       f"{seconds} s per phase, median over rounds\n")
-print("| mode | hop | requests/s | CPU µs/request (each round) | median | ratio to nginx | errors |")
-print("|---|---|---|---|---|---|---|")
+extra = " added p50 µs |" if added else ""
+print(f"| mode | hop | requests/s | CPU µs/request (each round) | median | ratio to nginx | errors |{extra}")
+print("|---|---|---|---|---|---|---|" + ("---|" if added else ""))
 result, met = {}, True
 for mode in modes:
     med = {}
-    for hop in ("nginx", "sluice"):
-        ph = by.get((mode, hop), [])
+    for hop in [h for h in ("nginx", "hyper", "sluice") if (mode, h) in by]:
+        ph = by[(mode, hop)]
         per = [c / n for n, c, _ in ph]
         med[hop] = statistics.median(per)
         rps = statistics.median(n / float(seconds) for n, _, _ in ph)
@@ -240,12 +309,21 @@ for mode in modes:
         result.setdefault(mode, {})[hop] = {"cpu_us_per_request": per, "median": med[hop],
                                              "requests_per_second": rps, "errors": errs}
         print(f"| {mode} | {hop} | {rps:,.0f} | {', '.join(f'{p:.1f}' for p in per)} | "
-              f"**{med[hop]:.1f}** | {ratio:.2f}x | {errs} |")
+              f"**{med[hop]:.1f}** | {ratio:.2f}x | {errs} |"
+              + (f" {statistics.median(added[(mode, hop)]):+.0f} |" if (mode, hop) in added else ""))
         if errs:
             met = False
     result[mode]["ratio"] = med["sluice"] / med["nginx"]
+    if "hyper" in med:
+        result[mode]["ratio_to_hyper"] = med["sluice"] / med["hyper"]
     met = met and result[mode]["ratio"] <= target
 print()
+if any("ratio_to_hyper" in r for r in result.values()):
+    print("hyper: bench-hop, a bare pass-through on the crates under sluice (hyper server, "
+          "hyper-util pooled client, tokio); sluice's own cost is what it spends above it: "
+          + ", ".join(f"{m} {result[m]['ratio_to_hyper']:.2f}x hyper" for m in modes
+                      if "ratio_to_hyper" in result[m]))
+    print()
 print(f"target: sluice <= {target}x nginx's CPU per request in every mode, no errors => "
       + ("PASS" if met else "MISS"))
 json.dump(result, open(f"{out}/result.json", "w"), indent=1)
