@@ -23,8 +23,9 @@
 #
 # Environment (defaults in brackets):
 #   RUN_SECONDS [10]  WARMUP [2]  ROUNDS [2]  CONNECTIONS [32]  MODES [nonstream,stream]
-#   HOPS [nginx,hyper,sluice]  which hops to measure (nginx and sluice are always measured;
-#           drop hyper to save a third of the time)
+#   HOPS [nginx,hyper,sluice]  which hops to measure (nginx and sluice always are; drop
+#           hyper to save a third of the time). `reqwest` adds bench-hop sending through
+#           reqwest instead of hyper-util's client: what reqwest's own layers cost
 #   TOKENS [8] content chunks per upstream answer   TARGET_RATIO [1.5]
 #   PROMPT_BYTES [0]  pad the user message with this many bytes of words (how the cost
 #           grows with the prompt: sluice reads and re-encodes it, nginx copies it)
@@ -60,6 +61,7 @@ NGINX_ACCESS_LOG="${NGINX_ACCESS_LOG:-0}"
 HOPS="${HOPS:-nginx,hyper,sluice}"
 hops_all=(nginx)
 [[ ",$HOPS," == *,hyper,* ]] && hops_all+=(hyper)
+[[ ",$HOPS," == *,reqwest,* ]] && hops_all+=(reqwest)
 hops_all+=(sluice)
 CARGO="${CARGO:-cargo}"
 MODEL="bench-model"
@@ -140,17 +142,24 @@ pids+=($!)
 nginx_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$nginx_pid" ]] || { log "cannot find the nginx process"; exit 1; }
 
-# --- the bare hyper hop, on the hop CPU ----------------------------------------------------
-hop_port="" hop_pid=""
-if [[ " ${hops_all[*]} " == *" hyper "* ]]; then
+# --- the bare hops (bench-hop), on the hop CPU --------------------------------------------
+# start_hop CLIENT: start bench-hop with that upstream client; sets hop_port and hop_pid.
+start_hop() {
   hop_port="$("$BIN/bench-loadgen" free-port)"
   timeout -s TERM "$budget" taskset -c "$HOP_CPU" "$BIN/bench-hop" --listen "127.0.0.1:$hop_port" \
-    --upstream "127.0.0.1:$up_port" --max-seconds "$budget" >"$out/hop.log" 2>&1 &
+    --upstream "127.0.0.1:$up_port" --client "$1" --max-seconds "$budget" >"$out/hop-$1.log" 2>&1 &
   pids+=($!)
   "$BIN/bench-loadgen" wait-ready "http://127.0.0.1:$hop_port/v1/models" --timeout 20
   hop_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
-  [[ -n "$hop_pid" ]] || { log "cannot find the bench-hop process"; exit 1; }
-fi
+  [[ -n "$hop_pid" ]] || { log "cannot find the bench-hop ($1) process"; exit 1; }
+}
+declare -A hop_ports=([nginx]="$ng_port") hop_pids=([nginx]="$nginx_pid")
+for client in hyper reqwest; do
+  if [[ " ${hops_all[*]} " == *" $client "* ]]; then
+    start_hop "$client"
+    hop_ports[$client]="$hop_port" hop_pids[$client]="$hop_pid"
+  fi
+done
 
 # --- sluice, on the hop CPU ---------------------------------------------------------------
 gw_port="$("$BIN/bench-loadgen" free-port)"
@@ -161,7 +170,8 @@ pids+=($!)
 wait_ready sluice "$gw_port" 60 "$out/sluice.log"
 sluice_pid="$(pgrep -P "${pids[-1]}" | head -n1)"
 [[ -n "$sluice_pid" ]] || { log "cannot find the sluice process"; exit 1; }
-log "upstream :$up_port (CPU $LOAD_CPU); on CPU $HOP_CPU: nginx pid $nginx_pid :$ng_port${hop_pid:+, bench-hop pid $hop_pid :$hop_port}, sluice pid $sluice_pid :$gw_port"
+hop_ports[sluice]="$gw_port" hop_pids[sluice]="$sluice_pid"
+log "upstream :$up_port (CPU $LOAD_CPU); on CPU $HOP_CPU: $(for h in "${hops_all[@]}"; do printf '%s pid %s :%s; ' "$h" "${hop_pids[$h]}" "${hop_ports[$h]}"; done)"
 
 write_context "HOPS=$(IFS=,; echo "${hops_all[*]}")${RATE:+ RATE=$RATE} RUN_SECONDS=$RUN_SECONDS WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS MODES=$MODES TOKENS=$TOKENS PROMPT_BYTES=$PROMPT_BYTES HOP_CPU=$HOP_CPU LOAD_CPU=$LOAD_CPU NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG loadtest/cpu.sh"
 
@@ -180,7 +190,8 @@ for mode in ${MODES//,/ }; do
   printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[%s]]\n' \
     "$body" >"$out/$mode.lua"
   # Each hop must give the same kind of answer before it is measured.
-  for port in "$ng_port" $hop_port "$gw_port"; do
+  for hop in "${hops_all[@]}"; do
+    port="${hop_ports[$hop]}"
     answer="$(curl -sS --max-time 5 -H 'content-type: application/json' -d "$body" \
       "http://127.0.0.1:$port/v1/chat/completions")"
     if [[ "$stream" == true ]]; then
@@ -248,11 +259,7 @@ for mode in ${MODES//,/ }; do
       for (( i = ${#hops_all[@]} - 1; i >= 0; i-- )); do hops+=("${hops_all[$i]}"); done
     fi
     for hop in "${hops[@]}"; do
-      case "$hop" in
-        nginx) port="$ng_port" pid="$nginx_pid" ;;
-        hyper) port="$hop_port" pid="$hop_pid" ;;
-        *) port="$gw_port" pid="$sluice_pid" ;;
-      esac
+      port="${hop_ports[$hop]}" pid="${hop_pids[$hop]}"
       # (bench-loadgen warms up by itself)
       [[ -n "$RATE" ]] || phase "$mode" "$hop" "$port" "$pid" "$WARMUP" >/dev/null
       read -r n cpu_us errors added < <(phase "$mode" "$hop" "$port" "$pid" "$RUN_SECONDS")
@@ -299,7 +306,7 @@ print("|---|---|---|---|---|---|---|" + ("---|" if added else ""))
 result, met = {}, True
 for mode in modes:
     med = {}
-    for hop in [h for h in ("nginx", "hyper", "sluice") if (mode, h) in by]:
+    for hop in [h for h in ("nginx", "hyper", "reqwest", "sluice") if (mode, h) in by]:
         ph = by[(mode, hop)]
         per = [c / n for n, c, _ in ph]
         med[hop] = statistics.median(per)

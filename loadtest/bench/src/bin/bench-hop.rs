@@ -13,7 +13,12 @@
 //! cost that no change inside sluice can remove while it stays on these crates. It exits by
 //! itself after `--max-seconds`.
 //!
-//! Usage: bench-hop --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT [--max-seconds 900]
+//! `--client reqwest` sends through reqwest instead, built as sluice builds its upstream
+//! client (rustls, TCP_NODELAY, no redirects), with the bodies passed through the same way:
+//! the difference between the two is what reqwest's own layers cost per request.
+//!
+//! Usage: bench-hop --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT
+//!        [--client hyper|reqwest] [--max-seconds 900]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +38,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 struct Opts {
     listen: SocketAddr,
     upstream: SocketAddr,
+    reqwest: bool,
     max_seconds: u64,
 }
 
@@ -40,6 +46,7 @@ fn parse_args() -> Result<Opts, String> {
     let mut listen = None;
     let mut upstream = None;
     let mut max_seconds = 900;
+    let mut reqwest = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -52,6 +59,11 @@ fn parse_args() -> Result<Opts, String> {
                 }
                 upstream = Some(addr)
             }
+            "--client" => match val()?.as_str() {
+                "hyper" => reqwest = false,
+                "reqwest" => reqwest = true,
+                other => return Err(format!("--client: {other} (hyper, reqwest)")),
+            },
             "--max-seconds" => {
                 max_seconds = val()?.parse().map_err(|e| format!("--max-seconds: {e}"))?
             }
@@ -61,12 +73,19 @@ fn parse_args() -> Result<Opts, String> {
     Ok(Opts {
         listen: listen.ok_or("--listen is required")?,
         upstream: upstream.ok_or("--upstream is required")?,
+        reqwest,
         max_seconds,
     })
 }
 
-type Upstream = Client<HttpConnector, Incoming>;
-type RespBody = BoxBody<Bytes, hyper::Error>;
+/// The client the hop forwards through.
+#[derive(Clone)]
+enum Upstream {
+    Hyper(Client<HttpConnector, Incoming>),
+    Reqwest(reqwest::Client),
+}
+
+type RespBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 4] = [
@@ -92,23 +111,40 @@ async fn forward(
 ) -> Result<Response<RespBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match Uri::try_from(format!("http://{upstream}{path}")) {
-        Ok(u) => u,
-        Err(e) => return Ok(bad_gateway(e)),
-    };
+    let url = format!("http://{upstream}{path}");
     for h in &HOP_BY_HOP {
         parts.headers.remove(h);
     }
-    match client.request(Request::from_parts(parts, body)).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            for h in &HOP_BY_HOP {
-                parts.headers.remove(h);
+    let answer = match client {
+        Upstream::Hyper(client) => {
+            parts.uri = match Uri::try_from(url) {
+                Ok(u) => u,
+                Err(e) => return Ok(bad_gateway(e)),
+            };
+            match client.request(Request::from_parts(parts, body)).await {
+                Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed()),
+                Err(e) => return Ok(bad_gateway(e)),
             }
-            Ok(Response::from_parts(parts, body.boxed()))
         }
-        Err(e) => Ok(bad_gateway(e)),
+        Upstream::Reqwest(client) => {
+            let sent = client
+                .request(parts.method, url)
+                .headers(parts.headers)
+                .body(reqwest::Body::wrap(body))
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => http::Response::<reqwest::Body>::from(resp)
+                    .map(|b| b.map_err(Into::into).boxed()),
+                Err(e) => return Ok(bad_gateway(e)),
+            }
+        }
+    };
+    let (mut parts, body) = answer.into_parts();
+    for h in &HOP_BY_HOP {
+        parts.headers.remove(h);
     }
+    Ok(Response::from_parts(parts, body))
 }
 
 fn main() {
@@ -132,11 +168,28 @@ fn main() {
                 std::process::exit(1);
             });
         println!("bench-hop listening on {}", opts.listen);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Upstream = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = if opts.reqwest {
+            let built = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build();
+            match built {
+                Ok(c) => Upstream::Reqwest(c),
+                Err(e) => {
+                    eprintln!("bench-hop: cannot build the reqwest client: {e}");
+                    std::process::exit(1);
+                }
+            }
+        } else {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            Upstream::Hyper(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build(connector),
+            )
+        };
         let upstream = opts.upstream;
         let serve = async move {
             loop {
