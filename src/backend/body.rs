@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use super::pool::Outstanding;
-use super::upstream::transport_error;
+use super::transport::{ReadError, Response};
 use crate::error::BackendError;
 
 /// Most bytes one hand-over gathers: a bound on what is held back, far above a burst of
@@ -36,12 +36,12 @@ const GATHER_BYTES: usize = 64 * 1024;
 /// and drops it with the cancellation), so it watches no token per chunk.
 pub(super) fn stream(
     backend: &str,
-    response: reqwest::Response,
+    response: Response,
     read_timeout: Duration,
     outstanding: Outstanding,
 ) -> impl Stream<Item = Result<Bytes, BackendError>> + Send + 'static {
     BodyStream::new(
-        Box::pin(response.bytes_stream()),
+        response.into_chunks(),
         backend,
         read_timeout,
         Some(outstanding),
@@ -53,9 +53,9 @@ trait ReadFailure {
     fn into_error(self, backend: &str, read_timeout: Duration) -> BackendError;
 }
 
-impl ReadFailure for reqwest::Error {
+impl ReadFailure for ReadError {
     fn into_error(self, backend: &str, read_timeout: Duration) -> BackendError {
-        transport_error(backend, &self, read_timeout)
+        ReadError::into_error(self, backend, read_timeout)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::pool::Outstanding;
 use super::retry::{self, is_gateway_failure};
+use super::transport::Response;
 use super::upstream::{send, Build, Endpoint, Upstream};
 use crate::error::BackendError;
 
@@ -15,7 +16,7 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         build: Build<'_>,
-    ) -> Result<(reqwest::Response, Outstanding), BackendError> {
+    ) -> Result<(Response, Outstanding), BackendError> {
         let mut tried: Vec<usize> = Vec::new();
         // The retry in flight, counted against the budget until its attempt ends.
         let mut _token: Option<retry::Token> = None;
@@ -52,8 +53,15 @@ impl Upstream {
                     .inc();
             }
             let outstanding = self.pool.enter(member);
-            let request = build(&endpoint.0[member]);
-            let result = send(&self.name, request, self.request_timeout).await;
+            let target = &endpoint.0[member];
+            let result = send(
+                &self.transport,
+                &self.name,
+                target,
+                build(),
+                self.request_timeout,
+            )
+            .await;
             let failure = result.as_ref().err().is_some_and(is_gateway_failure);
             self.pool.record(member, failure);
             if let Some(permit) = permit {

@@ -13,6 +13,7 @@ mod pool;
 mod retry;
 #[doc(hidden)]
 pub mod test_hooks;
+mod transport;
 mod upstream;
 
 pub use breaker::BreakerState;

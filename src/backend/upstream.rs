@@ -1,8 +1,9 @@
-//! Plumbing shared by the HTTP backends: [`Upstream`] holds the pooled client
-//! (TCP_NODELAY on), the timeouts and the resilience of the backend's calls (its
-//! [`Pool`] of members, [`Retry`] policy and optional [`Breaker`], applied in
-//! `call.rs`); sends with a time-to-response bound, maps transport failures to
-//! [`BackendError`], and streams bodies (`body.rs`) under the read timeout until dropped.
+//! Plumbing shared by the HTTP backends: [`Upstream`] holds the pooled clients
+//! (`transport.rs`: hyper-util directly for `http://`, reqwest otherwise; TCP_NODELAY on),
+//! the timeouts and the resilience of the backend's calls (its [`Pool`] of members,
+//! [`Retry`] policy and optional [`Breaker`], applied in `call.rs`); sends with a
+//! time-to-response bound, maps transport failures to [`BackendError`], and streams
+//! bodies (`body.rs`) under the read timeout until dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{Breaker, BreakerState};
 use super::pool::{MemberState, Pool};
 use super::retry::Retry;
+use super::transport::{Chunks, Response, Target, Transport, UpstreamRequest};
 use crate::config::BackendConfig;
 use crate::error::BackendError;
 use crate::metrics::{Metrics, ResilienceMetrics};
@@ -22,7 +24,7 @@ use crate::metrics::{Metrics, ResilienceMetrics};
 /// resilience policies.
 pub struct Upstream {
     pub name: String,
-    pub client: reqwest::Client,
+    pub(super) transport: Transport,
     pub(super) pool: Arc<Pool>,
     pub(super) retry: Retry,
     pub(super) breaker: Option<Breaker>,
@@ -32,11 +34,11 @@ pub struct Upstream {
 }
 
 /// One path under every member's base URL, parsed once at start-up.
-pub struct Endpoint(pub(super) Vec<reqwest::Url>);
+pub struct Endpoint(pub(super) Vec<Target>);
 
-/// Builds the request for one attempt against one member's URL (called per attempt:
-/// a retry sends a fresh copy).
-pub type Build<'a> = &'a (dyn Fn(&reqwest::Url) -> reqwest::RequestBuilder + Send + Sync);
+/// Builds the request for one attempt (called per attempt and per probed member: each
+/// sends a fresh copy).
+pub type Build<'a> = &'a (dyn Fn() -> UpstreamRequest + Send + Sync);
 
 /// The backend's pool and breaker as `/readyz` shows them.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,15 +49,7 @@ pub struct UpstreamState {
 
 impl Upstream {
     pub fn new(name: &str, cfg: &BackendConfig, metrics: &Metrics) -> Result<Self, BackendError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .tcp_nodelay(true)
-            // A gateway forwards; it does not wander off to wherever an upstream points.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(cfg.max_idle_connections)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| BackendError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        let transport = Transport::new(cfg)?;
         let m = &metrics.resilience;
         let breaker = cfg.breaker.clone().map(|b| {
             Breaker::new(
@@ -76,7 +70,7 @@ impl Upstream {
             retry: Retry::new(cfg.retry.clone().unwrap_or_default()),
             breaker,
             metrics: m.clone(),
-            client,
+            transport,
             request_timeout: cfg.request_timeout,
             read_timeout: cfg.read_timeout,
         })
@@ -89,12 +83,14 @@ impl Upstream {
             .members
             .iter()
             .map(|m| {
-                reqwest::Url::parse(&format!("{}{path}", m.base)).map_err(|e| {
-                    BackendError::Protocol(format!(
-                        "backend `{}`: bad URL {}{path}: {e}",
-                        self.name, m.base
-                    ))
-                })
+                reqwest::Url::parse(&format!("{}{path}", m.base))
+                    .map(Target::new)
+                    .map_err(|e| {
+                        BackendError::Protocol(format!(
+                            "backend `{}`: bad URL {}{path}: {e}",
+                            self.name, m.base
+                        ))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Endpoint(urls))
@@ -127,13 +123,13 @@ impl Upstream {
     /// [`MAX_BODY_BYTES`]).
     pub async fn body(&self, endpoint: &Endpoint, build: Build<'_>) -> Result<Bytes, BackendError> {
         let (response, _outstanding) = self.call(endpoint, build).await?;
-        let read = read_capped(response, MAX_BODY_BYTES);
+        let read = read_capped(response.into_chunks(), MAX_BODY_BYTES);
         match tokio::time::timeout(self.request_timeout, read).await {
             Err(_) => Err(BackendError::Timeout {
                 backend: self.name.clone(),
                 after: self.request_timeout,
             }),
-            Ok(Err(e)) => Err(transport_error(&self.name, &e, self.request_timeout)),
+            Ok(Err(e)) => Err(e.into_error(&self.name, self.request_timeout)),
             Ok(Ok((_, true))) => Err(BackendError::Protocol(format!(
                 "backend `{}` answered with more than {MAX_BODY_BYTES} bytes",
                 self.name
@@ -149,7 +145,7 @@ impl Upstream {
         let probes = endpoint
             .0
             .iter()
-            .map(|url| send(&self.name, build(url), timeout));
+            .map(|target| send(&self.transport, &self.name, target, build(), timeout));
         let results = futures::future::join_all(probes).await;
         let mut first_error = None;
         for (i, result) in results.into_iter().enumerate() {
@@ -183,25 +179,20 @@ pub(super) fn json_bytes(body: &impl serde::Serialize) -> Result<Bytes, BackendE
         .map_err(|e| BackendError::Protocol(format!("cannot encode the request: {e}")))
 }
 
-/// `request` as a JSON POST of `body` (a cheap clone of the shared bytes).
-pub(super) fn with_json(request: reqwest::RequestBuilder, body: &Bytes) -> reqwest::RequestBuilder {
-    request
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.clone())
-}
-
 /// Largest whole response read from an upstream (embeddings): more is a protocol error.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Of an error response, only this much is read.
 pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
-/// Read `response`'s body up to `max` bytes; `true` when it was longer (and cut there).
+/// Read a body up to `max` bytes; `true` when it was longer (and cut there).
 async fn read_capped(
-    mut response: reqwest::Response,
+    mut chunks: Chunks,
     max: usize,
-) -> Result<(Bytes, bool), reqwest::Error> {
+) -> Result<(Bytes, bool), super::transport::ReadError> {
+    use futures::StreamExt;
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
         if body.len() + chunk.len() > max {
             body.extend_from_slice(&chunk[..max - body.len()]);
             return Ok((body.freeze(), true));
@@ -211,34 +202,38 @@ async fn read_capped(
     Ok((body.freeze(), false))
 }
 
-/// Send a request and wait for the response head, bounded by `timeout`. Non-2xx
-/// answers become `BackendError::Upstream` with the upstream's own message.
+/// Send a request to `target` and wait for the response head, bounded by `timeout`.
+/// Non-2xx answers become `BackendError::Upstream` with the upstream's own message.
 pub(super) async fn send(
+    transport: &Transport,
     backend: &str,
-    request: reqwest::RequestBuilder,
+    target: &Target,
+    mut request: UpstreamRequest,
     timeout: Duration,
-) -> Result<reqwest::Response, BackendError> {
+) -> Result<Response, BackendError> {
     // The upstream's logs can be matched with ours.
-    let request = match crate::request_id::RequestId::current() {
-        Some(id) => request.header(crate::request_id::HEADER, id.as_str()),
-        None => request,
-    };
-    let response = match tokio::time::timeout(timeout, request.send()).await {
+    if let Some(id) = crate::request_id::RequestId::current() {
+        if let Ok(value) = http::HeaderValue::from_str(id.as_str()) {
+            request.headers.insert(crate::request_id::HEADER, value);
+        }
+    }
+    let sent = transport.send(backend, target, request, timeout);
+    let response = match tokio::time::timeout(timeout, sent).await {
         Err(_) => {
             return Err(BackendError::Timeout {
                 backend: backend.to_owned(),
                 after: timeout,
             })
         }
-        Ok(Err(e)) => return Err(transport_error(backend, &e, timeout)),
-        Ok(Ok(r)) => r,
+        Ok(result) => result?,
     };
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
     // Only the start of an error body is read: enough for its message.
-    let body = tokio::time::timeout(timeout, read_capped(response, MAX_ERROR_BODY_BYTES))
+    let read = read_capped(response.into_chunks(), MAX_ERROR_BODY_BYTES);
+    let body = tokio::time::timeout(timeout, read)
         .await
         .ok()
         .and_then(Result::ok)
@@ -291,7 +286,7 @@ pub(super) fn transport_error(
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -6,11 +6,11 @@
 pub(crate) mod wire;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::upstream::{json_bytes, with_json, Endpoint, Upstream, UpstreamState};
+use super::transport::UpstreamRequest;
+use super::upstream::{json_bytes, Endpoint, Upstream, UpstreamState};
 use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
@@ -34,11 +34,6 @@ impl OllamaBackend {
             http,
         })
     }
-
-    /// A JSON POST of `body` (serialized once, sent again as is by a retry).
-    fn post(&self, url: &reqwest::Url, body: &Bytes) -> reqwest::RequestBuilder {
-        with_json(self.http.client.post(url.clone()), body)
-    }
 }
 
 #[async_trait]
@@ -54,7 +49,7 @@ impl Backend for OllamaBackend {
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
         let body = json_bytes(&wire::chat_body(&request, deployment)?)?;
-        let build = |url: &reqwest::Url| self.post(url, &body);
+        let build = || UpstreamRequest::json(&body);
         let bytes = self.http.stream(&self.chat_url, &build, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
@@ -65,7 +60,7 @@ impl Backend for OllamaBackend {
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
         let body = json_bytes(&wire::embed_body(&request, deployment)?)?;
-        let build = |url: &reqwest::Url| self.post(url, &body);
+        let build = || UpstreamRequest::json(&body);
         wire::embed_response(
             &self.http.name,
             &self.http.body(&self.embed_url, &build).await?,
@@ -73,7 +68,7 @@ impl Backend for OllamaBackend {
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        let build = |url: &reqwest::Url| self.http.client.get(url.clone());
+        let build = UpstreamRequest::get;
         self.http.probe(&self.tags_url, &build).await
     }
 

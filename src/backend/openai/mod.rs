@@ -7,12 +7,12 @@ mod sse;
 pub(crate) mod wire;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use super::upstream::{json_bytes, with_json, Endpoint, Upstream, UpstreamState};
+use super::transport::UpstreamRequest;
+use super::upstream::{json_bytes, Endpoint, Upstream, UpstreamState};
 use super::{Backend, Deployment};
 use crate::config::BackendConfig;
 use crate::domain::{ChatRequest, EmbedRequest, EmbedResponse, EventStream};
@@ -39,18 +39,12 @@ impl OpenAiBackend {
         })
     }
 
-    /// A request with the upstream key, if one is configured.
-    fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
-        let rb = self.http.client.request(method, url.clone());
+    /// `request` with the upstream key, if one is configured.
+    fn keyed(&self, request: UpstreamRequest) -> UpstreamRequest {
         match &self.api_key {
-            Some(key) => rb.bearer_auth(key.expose_secret()),
-            None => rb,
+            Some(key) => request.bearer(key.expose_secret()),
+            None => request,
         }
-    }
-
-    /// A JSON POST of `body` (serialized once, sent again as is by a retry).
-    fn post(&self, url: &reqwest::Url, body: &Bytes) -> reqwest::RequestBuilder {
-        with_json(self.request(reqwest::Method::POST, url), body)
     }
 }
 
@@ -67,7 +61,7 @@ impl Backend for OpenAiBackend {
         cancel: CancellationToken,
     ) -> Result<EventStream, BackendError> {
         let body = json_bytes(&wire::chat_body(&request, deployment))?;
-        let build = |url: &reqwest::Url| self.post(url, &body);
+        let build = || self.keyed(UpstreamRequest::json(&body));
         let bytes = self.http.stream(&self.chat_url, &build, cancel).await?;
         Ok(wire::events(self.http.name.clone(), bytes).boxed())
     }
@@ -78,7 +72,7 @@ impl Backend for OpenAiBackend {
         deployment: &Deployment,
     ) -> Result<EmbedResponse, BackendError> {
         let body = json_bytes(&wire::embed_body(&request, deployment))?;
-        let build = |url: &reqwest::Url| self.post(url, &body);
+        let build = || self.keyed(UpstreamRequest::json(&body));
         wire::embed_response(
             &self.http.name,
             &self.http.body(&self.embed_url, &build).await?,
@@ -86,7 +80,7 @@ impl Backend for OpenAiBackend {
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        let build = |url: &reqwest::Url| self.request(reqwest::Method::GET, url);
+        let build = || self.keyed(UpstreamRequest::get());
         self.http.probe(&self.models_url, &build).await
     }
 
