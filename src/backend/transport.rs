@@ -180,19 +180,8 @@ fn direct_error(
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         || cause.contains("timed out");
-    if e.is_connect() && timed_out {
-        BackendError::Timeout {
-            backend: backend.to_owned(),
-            after: timeout,
-        }
-    } else if e.is_connect() {
-        BackendError::Connect {
-            backend: backend.to_owned(),
-            detail: cause,
-        }
-    } else {
-        BackendError::Protocol(format!("backend `{backend}`: {cause}"))
-    }
+    let connect = e.is_connect();
+    super::upstream::classify(backend, connect && timed_out, connect, cause, timeout)
 }
 
 /// An upstream's answer, from either path.

@@ -271,18 +271,37 @@ pub(super) fn transport_error(
     e: &reqwest::Error,
     timeout: Duration,
 ) -> BackendError {
-    if e.is_timeout() {
+    classify(
+        backend,
+        e.is_timeout(),
+        e.is_connect(),
+        root_cause(e),
+        timeout,
+    )
+}
+
+/// A transport failure as the pipeline sees it, whichever client met it: a timeout, a
+/// connect failure (retried on another member), or else a protocol error. `timeout` is
+/// the bound named in a timeout's message.
+pub(super) fn classify(
+    backend: &str,
+    timed_out: bool,
+    connect: bool,
+    cause: String,
+    timeout: Duration,
+) -> BackendError {
+    if timed_out {
         BackendError::Timeout {
             backend: backend.to_owned(),
             after: timeout,
         }
-    } else if e.is_connect() {
+    } else if connect {
         BackendError::Connect {
             backend: backend.to_owned(),
-            detail: root_cause(e),
+            detail: cause,
         }
     } else {
-        BackendError::Protocol(format!("backend `{backend}`: {}", root_cause(e)))
+        BackendError::Protocol(format!("backend `{backend}`: {cause}"))
     }
 }
 
