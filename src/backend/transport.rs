@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{Method, Uri};
 use http_body_util::{BodyDataStream, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,16 +54,19 @@ impl UpstreamRequest {
         }
     }
 
-    /// With `Authorization: Bearer <key>`, marked sensitive (never printed by `Debug`).
-    /// A key that is not a valid header value is left out; config validation refuses
-    /// such keys before this runs.
-    pub fn bearer(mut self, key: &str) -> Self {
-        if let Ok(mut value) = HeaderValue::try_from(format!("Bearer {key}")) {
-            value.set_sensitive(true);
-            self.headers.insert(AUTHORIZATION, value);
-        }
+    /// With `header` (e.g. the backend's [`bearer`] value, built once) added.
+    pub fn with(mut self, name: http::header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
         self
     }
+}
+
+/// `Authorization: Bearer <key>`, marked sensitive (never printed by `Debug`); `None` for a
+/// key no header can carry, which config validation refuses before a backend is built.
+pub fn bearer(key: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {key}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// One member's URL for one endpoint, with the path that sends to it.
@@ -175,11 +178,17 @@ fn direct_error(
     e: &hyper_util::client::legacy::Error,
     timeout: Duration,
 ) -> BackendError {
+    // hyper-util's connect timeout and the kernel's both end the chain in an I/O
+    // error of kind `TimedOut`.
+    let mut timed_out = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        timed_out |= err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        cur = err.source();
+    }
     let cause = super::upstream::root_cause(e);
-    let timed_out = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        || cause.contains("timed out");
     let connect = e.is_connect();
     super::upstream::classify(backend, connect && timed_out, connect, cause, timeout)
 }

@@ -78,6 +78,20 @@ fn target(url: &str, direct: bool) -> Target {
     Target::choose(reqwest::Url::parse(url).unwrap(), !direct)
 }
 
+/// Send `request` to `url` on the direct path or through reqwest.
+async fn send(
+    transport: &Transport,
+    url: &str,
+    direct: bool,
+    request: UpstreamRequest,
+) -> Result<Response, BackendError> {
+    let t = target(url, direct);
+    assert_eq!(t.direct.is_some(), direct, "{url}");
+    transport
+        .send("b", &t, request, Duration::from_secs(5))
+        .await
+}
+
 async fn body_of(response: Response) -> Vec<u8> {
     let mut chunks = response.into_chunks();
     let mut out = Vec::new();
@@ -116,22 +130,16 @@ async fn both_paths_send_the_same_request_and_read_the_same_answer() {
     let body = Bytes::from_static(br#"{"model":"m","temperature":0.3}"#);
     let mut answers = Vec::new();
     for direct in [true, false] {
-        let t = target(&format!("{base}/v1/chat/completions"), direct);
-        assert_eq!(t.direct.is_some(), direct);
-        let request = UpstreamRequest::json(&body).bearer("sk-upstream");
-        let response = transport
-            .send("b", &t, request, Duration::from_secs(5))
+        let key = bearer("sk-upstream").unwrap();
+        let request = UpstreamRequest::json(&body).with(http::header::AUTHORIZATION, key);
+        let url = format!("{base}/v1/chat/completions");
+        let response = send(&transport, &url, direct, request)
             .await
             .unwrap_or_else(|e| panic!("direct={direct}: {e}"));
         assert_eq!(response.status(), 200);
         answers.push(body_of(response).await);
-        let get = transport
-            .send(
-                "b",
-                &target(&format!("{base}/v1/models"), direct),
-                UpstreamRequest::get(),
-                Duration::from_secs(5),
-            )
+        let url = format!("{base}/v1/models");
+        let get = send(&transport, &url, direct, UpstreamRequest::get())
             .await
             .unwrap();
         assert_eq!(get.status(), 200);
@@ -176,20 +184,20 @@ async fn error_answers_and_refused_connections_read_alike_on_both_paths() {
         l.local_addr().unwrap()
     };
     for direct in [true, false] {
-        let t = target(&format!("{base}/fail"), direct);
-        let response = transport
-            .send("b", &t, UpstreamRequest::get(), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let response = send(
+            &transport,
+            &format!("{base}/fail"),
+            direct,
+            UpstreamRequest::get(),
+        )
+        .await
+        .unwrap();
         assert_eq!(response.status(), 503);
         let body = body_of(response).await;
         assert_eq!(super::super::upstream::error_message(&body), "overloaded");
 
-        let t = target(&format!("http://{closed}/v1/models"), direct);
-        match transport
-            .send("b", &t, UpstreamRequest::get(), Duration::from_secs(5))
-            .await
-        {
+        let url = format!("http://{closed}/v1/models");
+        match send(&transport, &url, direct, UpstreamRequest::get()).await {
             Err(BackendError::Connect { backend, .. }) => assert_eq!(backend, "b"),
             Err(other) => panic!("direct={direct}: expected a connect error, got {other}"),
             Ok(_) => panic!("direct={direct}: a closed port answered"),

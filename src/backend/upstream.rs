@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, BreakerState};
@@ -189,7 +189,6 @@ async fn read_capped(
     mut chunks: Chunks,
     max: usize,
 ) -> Result<(Bytes, bool), super::transport::ReadError> {
-    use futures::StreamExt;
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;

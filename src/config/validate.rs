@@ -93,6 +93,16 @@ pub(super) fn validate(config: &Config) -> Vec<ConfigIssue> {
                 "Ollama takes no API key; remove it or use kind = \"openai\"".into(),
             );
         }
+        if let Some(key) = &backend.api_key {
+            use secrecy::ExposeSecret;
+            // It is sent as `Authorization: Bearer <key>`; the key itself is never shown.
+            if http::HeaderValue::try_from(format!("Bearer {}", key.expose_secret())).is_err() {
+                issue(
+                    format!("{path}.api_key"),
+                    "holds characters an HTTP header cannot carry (a line break or control character?)".into(),
+                );
+            }
+        }
         for (field, value) in [
             ("connect_timeout", backend.connect_timeout),
             ("request_timeout", backend.request_timeout),
@@ -367,6 +377,15 @@ forward_unknown_fields = true
                 "{expected} missing from {paths:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_api_key_that_cannot_be_a_header_is_refused_without_showing_it() {
+        let text = "[backends.v]\nkind = \"openai\"\nurl = \"http://127.0.0.1:8000/v1\"\napi_key = \"sk-secret\\nX-Injected: 1\"\n\n[[models]]\nname = \"a\"\nbackend = \"v\"\n";
+        let err = load_str(text, Vec::new()).unwrap_err();
+        let issue = err.0.iter().find(|i| i.path == "backends.v.api_key");
+        assert!(issue.is_some(), "{:?}", err.0);
+        assert!(!err.to_string().contains("sk-secret"), "{err}");
     }
 
     #[test]

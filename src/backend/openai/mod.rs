@@ -8,10 +8,10 @@ pub(crate) mod wire;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use super::transport::UpstreamRequest;
+use super::transport::{self, UpstreamRequest};
 use super::upstream::{json_bytes, Endpoint, Upstream, UpstreamState};
 use super::{Backend, Deployment};
 use crate::config::BackendConfig;
@@ -21,7 +21,8 @@ use crate::metrics::Metrics;
 
 pub struct OpenAiBackend {
     http: Upstream,
-    api_key: Option<SecretString>,
+    /// `Authorization: Bearer <api_key>`, built once.
+    auth: Option<http::HeaderValue>,
     chat_url: Endpoint,
     embed_url: Endpoint,
     models_url: Endpoint,
@@ -34,15 +35,18 @@ impl OpenAiBackend {
             chat_url: http.endpoint("/chat/completions")?,
             embed_url: http.endpoint("/embeddings")?,
             models_url: http.endpoint("/models")?,
-            api_key: cfg.api_key.clone(),
+            auth: cfg
+                .api_key
+                .as_ref()
+                .and_then(|k| transport::bearer(k.expose_secret())),
             http,
         })
     }
 
     /// `request` with the upstream key, if one is configured.
     fn keyed(&self, request: UpstreamRequest) -> UpstreamRequest {
-        match &self.api_key {
-            Some(key) => request.bearer(key.expose_secret()),
+        match &self.auth {
+            Some(value) => request.with(http::header::AUTHORIZATION, value.clone()),
             None => request,
         }
     }
