@@ -1,5 +1,6 @@
 //! What the bench tools share: the one loopback endpoint each of them talks to, an
-//! HTTP/1.1 connection to it, and the JSON request they send.
+//! HTTP/1.1 connection to it, the JSON request they send, and the serving loop of the
+//! ones that are servers.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -79,4 +80,53 @@ pub fn loopback(url: &str) -> Result<Loopback, String> {
         authority: authority.to_owned(),
         prefix: prefix.to_owned(),
     })
+}
+
+/// Serve HTTP/1.1 with keep-alive on `listener`, TCP_NODELAY on every connection, each
+/// connection in its own task with the service `service` makes for it, until
+/// `max_seconds` have passed. `name` prefixes what goes to stderr.
+pub async fn serve_http1<F, S, B>(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    max_seconds: u64,
+    service: F,
+) where
+    F: Fn() -> S,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let serve = async {
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{name}: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let svc = service();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    };
+    tokio::select! {
+        _ = serve => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(max_seconds)) => {
+            eprintln!("{name}: --max-seconds {max_seconds} reached, exiting");
+        }
+    }
 }

@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
 struct Opts {
     listen: SocketAddr,
@@ -78,8 +78,10 @@ fn parse_args() -> Result<Opts, String> {
     })
 }
 
-/// The client the hop forwards through.
+/// The client the hop forwards through. One per process, cloned per connection: the size
+/// of the hyper variant costs nothing that matters here.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Upstream {
     Hyper(Client<HttpConnector, Incoming>),
     Reqwest(reqwest::Client),
@@ -191,32 +193,10 @@ fn main() {
             )
         };
         let upstream = opts.upstream;
-        let serve = async move {
-            loop {
-                let (tcp, _) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("bench-hop: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| forward(client.clone(), upstream, req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        };
-        tokio::select! {
-            _ = serve => {}
-            _ = tokio::time::sleep(Duration::from_secs(opts.max_seconds)) => {
-                eprintln!("bench-hop: --max-seconds {} reached, exiting", opts.max_seconds);
-            }
-        }
+        sluice_bench::serve_http1("bench-hop", listener, opts.max_seconds, move || {
+            let client = client.clone();
+            service_fn(move |req| forward(client.clone(), upstream, req))
+        })
+        .await;
     });
 }

@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -23,7 +22,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 struct Opts {
@@ -238,31 +236,9 @@ fn main() {
         let addr = listener.local_addr().expect("bound address");
         println!("bench-upstream listening on {addr}");
         let tokens = opts.tokens;
-        let serve = async move {
-            loop {
-                let (tcp, _) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("bench-upstream: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, tokens));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        };
-        tokio::select! {
-            _ = serve => {}
-            _ = tokio::time::sleep(Duration::from_secs(opts.max_seconds)) => {
-                eprintln!("bench-upstream: --max-seconds {} reached, exiting", opts.max_seconds);
-            }
-        }
+        sluice_bench::serve_http1("bench-upstream", listener, opts.max_seconds, move || {
+            service_fn(move |req| handle(req, tokens))
+        })
+        .await;
     });
 }
